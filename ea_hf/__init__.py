@@ -1,0 +1,39 @@
+"""ea-hf: evolving attention (Wang et al., TPAMI 2023) for Hugging Face Transformers.
+
+Importing `ea_hf` registers every EA config and model with transformers' Auto classes.
+"""
+
+from .configuration_ea_bert import EABertConfig
+from .convert import convert_checkpoint
+from .evolving_attention import EvolvingAttention, attention_probabilities, validate_evolving_attention_config
+from .modeling_ea_bert import (
+    EABertForMaskedLM,
+    EABertForMultipleChoice,
+    EABertForQuestionAnswering,
+    EABertForSequenceClassification,
+    EABertForTokenClassification,
+    EABertModel,
+    EABertPreTrainedModel,
+)
+from .registration import AUTO_CLASSES, register_auto_classes
+
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+__all__ = [
+    "AUTO_CLASSES",
+    "EABertConfig",
+    "EABertForMaskedLM",
+    "EABertForMultipleChoice",
+    "EABertForQuestionAnswering",
+    "EABertForSequenceClassification",
+    "EABertForTokenClassification",
+    "EABertModel",
+    "EABertPreTrainedModel",
+    "EvolvingAttention",
+    "attention_probabilities",
+    "convert_checkpoint",
+    "validate_evolving_attention_config",
+]

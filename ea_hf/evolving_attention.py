@@ -1,0 +1,211 @@
+"""The evolving-attention (EA) operation, shared by every ea-hf model.
+
+Wang et al., "Convolution-enhanced Evolving Attention Networks" (TPAMI 2023). For attention layer i:
+
+    M_i = (1 - beta) * S_i + beta * E_{i-1}
+    E_i = alpha * act(Conv2d(M_i)) + (1 - alpha) * M_i
+    A_i = softmax(E_i + mask)
+
+with S_i this layer's logits [B, H, Q, K] (before any mask), E_{i-1} the evolved logits of the previous layer of the
+chain, and a Conv2d(H, H, k) over the (query, key) plane with the heads as channels. Unlike the authors' code, padded
+positions are zeroed before the conv (so padding never leaks into real positions), the mask is applied only right
+before the softmax, and decoders use a conv that is causal along the query axis.
+
+This file holds the operation, the softmax that follows it, and the pieces every EA config and model class shares.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import initialization as init
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+EA_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def validate_evolving_attention_config(config) -> None:
+    """Raise a `ValueError` naming the field when an EA config value is out of range."""
+    for name in ("ea_alpha", "ea_beta"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
+    kernel_size = config.ea_kernel_size
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"`ea_kernel_size` must be an odd positive integer (1, 3, 5, ...), got {kernel_size!r}.")
+    if config.ea_activation not in EA_ACTIVATIONS:
+        raise ValueError(
+            f"`ea_activation` must be one of {sorted(EA_ACTIVATIONS)}, got {config.ea_activation!r}."
+        )
+
+
+class EAConfigMixin:
+    """Shared by the EA configs: validation, and loading a vanilla host config (e.g. `bert`) with EA fields added.
+
+    A subclass sets `host_model_type` (the vanilla `model_type` it converts), `default_auto_map` (the remote-code
+    class of every head, so that a saved folder loads each head with `trust_remote_code=True`) and declares the `ea_*`
+    fields.
+    """
+
+    host_model_type: str
+    default_auto_map: dict[str, str]
+
+    def __post_init__(self, **kwargs):
+        validate_evolving_attention_config(self)
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(self.default_auto_map)
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type == cls.host_model_type:
+            ea_fields = {name: cls.__dataclass_fields__[name].default for name in cls.__dataclass_fields__}
+            ea_fields = {name: value for name, value in ea_fields.items() if name.startswith("ea_")}
+            logger.warning(
+                f"Converting a vanilla `{model_type}` config to `{cls.model_type}` ({cls.__name__}): adding evolving "
+                f"attention with {', '.join(f'{k}={config_dict.get(k, v)}' for k, v in ea_fields.items())}; the EA "
+                "convolutions are new weights."
+            )
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        elif model_type is not None and model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a `{model_type}` checkpoint; {cls.__name__} loads only "
+                f"`{cls.model_type}` or vanilla `{cls.host_model_type}` checkpoints."
+            )
+        return config_dict, kwargs
+
+
+class EvolvingAttentionConv(nn.Conv2d):
+    """The Conv2d(H, H, k) over the (query, key) plane. Padding is applied by `EvolvingAttention`, not here.
+
+    Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model.
+    """
+
+    def __init__(self, num_heads: int, kernel_size: int):
+        super().__init__(num_heads, num_heads, kernel_size, padding=0, bias=True)
+
+    def reset_parameters(self):
+        # transformers' init helpers skip tensors already loaded from a checkpoint
+        init.dirac_(self.weight)
+        init.zeros_(self.bias)
+
+
+class EvolvingAttention(nn.Module):
+    """One EA step: mixes this layer's logits with the previous layer's evolved logits and convolves them.
+
+    Args:
+        config: an EA config (`ea_alpha`, `ea_beta`, `ea_kernel_size`, `ea_activation`).
+        num_heads: H, the conv's channels.
+        causal: causal self-attention: future key columns (j > i + K - Q) are zeroed and the conv is query-causal.
+        query_causal: the conv reads only the current and earlier query rows (pads above only). Defaults to `causal`;
+            decoder cross-attention sets it alone.
+    """
+
+    def __init__(self, config, num_heads: int, causal: bool = False, query_causal: bool | None = None):
+        super().__init__()
+        self.alpha = float(config.ea_alpha)
+        self.beta = float(config.ea_beta)
+        self.causal = causal
+        self.query_causal = causal if query_causal is None else query_causal
+        self.kernel_size = config.ea_kernel_size
+        self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size)
+        self.activation = EA_ACTIVATIONS[config.ea_activation]()
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        previous_logits: torch.Tensor | None = None,
+        query_mask: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            logits: S_i, [B, H, Q, K], this layer's logits with any position term, before any mask.
+            previous_logits: E_{i-1}, [B, H, Q, K], or None (or another shape) to start a new chain.
+            query_mask: [B, Q], True (or 1) at real query positions; None when none is padded.
+            key_mask: [B, K], True (or 1) at real key positions; None when none is padded.
+        Returns:
+            E_i, [B, H, Q, K]: the evolved logits, to be softmaxed with `attention_probabilities` and forwarded.
+        """
+        if self.alpha == 0.0 and self.beta == 0.0:
+            return logits
+        keep = valid_positions(logits, query_mask, key_mask, self.causal)
+        if keep is not None:
+            logits = logits.masked_fill(~keep, 0.0)
+        if previous_logits is None or previous_logits.shape != logits.shape:
+            return logits
+        if keep is not None:
+            previous_logits = previous_logits.masked_fill(~keep, 0.0)
+        mixed = torch.lerp(logits, previous_logits, self.beta) if self.beta else logits
+        if self.alpha == 0.0:
+            return mixed
+        half = self.kernel_size // 2
+        rows = (self.kernel_size - 1, 0) if self.query_causal else (half, half)
+        convolved = self.activation(self.conv(F.pad(mixed, (half, half, *rows))))
+        return torch.lerp(mixed, convolved, self.alpha)
+
+
+def valid_positions(
+    logits: torch.Tensor, query_mask: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool
+) -> torch.Tensor | None:
+    """Bool mask broadcastable to `logits` [B, H, Q, K]: True where query and key are real (and not future)."""
+    num_queries, num_keys = logits.shape[-2:]
+    keep = None
+    if key_mask is not None:
+        keep = key_mask.bool()[:, None, None, :]
+    if query_mask is not None:
+        rows = query_mask.bool()[:, None, :, None]
+        keep = rows if keep is None else keep & rows
+    if causal:
+        future = torch.ones(num_queries, num_keys, dtype=torch.bool, device=logits.device)
+        past = torch.tril(future, diagonal=num_keys - num_queries)
+        keep = past if keep is None else keep & past
+    return keep
+
+
+def attention_probabilities(
+    logits: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False
+) -> torch.Tensor:
+    """Softmax over keys of (evolved) logits [B, H, Q, K], masked keys excluded; computed in fp32, returned in the
+    input dtype. A row whose keys are all masked gets a uniform row, never NaN."""
+    allowed = valid_positions(logits, None, key_mask, causal)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    return F.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+
+
+class EAPreTrainedMixin:
+    """Class flags and behaviour shared by every EA `PreTrainedModel`: eager attention only, EA conv init, and a loss
+    that Trainer must not rescale under gradient accumulation."""
+
+    _supports_sdpa = False
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    # Our heads' losses are means over the batch; Trainer must not treat them as sums over `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        if requested_attention not in (None, "eager"):
+            raise ValueError(
+                f"{type(self).__name__} cannot use attn_implementation={requested_attention!r}: evolving attention "
+                "needs every layer's attention logits, which fused kernels (sdpa, flash, flex) never materialise. "
+                "Use attn_implementation='eager' (the default)."
+            )
+        return "eager"
+
+    def _init_weights(self, module):
+        if isinstance(module, EvolvingAttentionConv):
+            module.reset_parameters()
+        else:
+            super()._init_weights(module)
+

@@ -1,0 +1,43 @@
+"""The table of EA configs and models per Auto class, and their registration (run on `import ea_hf`)."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_ea_bert import EABertConfig
+from .modeling_ea_bert import (
+    EABertForMaskedLM,
+    EABertForMultipleChoice,
+    EABertForQuestionAnswering,
+    EABertForSequenceClassification,
+    EABertForTokenClassification,
+    EABertModel,
+)
+
+
+AUTO_CLASSES = {
+    EABertConfig: {
+        AutoModel: EABertModel,
+        AutoModelForMaskedLM: EABertForMaskedLM,
+        AutoModelForSequenceClassification: EABertForSequenceClassification,
+        AutoModelForTokenClassification: EABertForTokenClassification,
+        AutoModelForQuestionAnswering: EABertForQuestionAnswering,
+        AutoModelForMultipleChoice: EABertForMultipleChoice,
+    },
+}
+
+
+def register_auto_classes() -> None:
+    """Register each EA config and model with the Auto classes, and as remote code for `save_pretrained`."""
+    for config_class, models in AUTO_CLASSES.items():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        config_class.register_for_auto_class()
+        for auto_class, model_class in models.items():
+            auto_class.register(config_class, model_class, exist_ok=True)
+            model_class.register_for_auto_class(auto_class.__name__)
