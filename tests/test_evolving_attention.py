@@ -1,0 +1,188 @@
+"""Properties of the EA operation itself (EA_SPEC sections 1 and 3), over shapes, kernel sizes and alpha/beta."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import PreTrainedConfig
+
+from ea_hf import EABertConfig, EvolvingAttention, attention_probabilities
+
+
+def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
+    return EABertConfig(ea_alpha=alpha, ea_beta=beta, ea_kernel_size=kernel_size, ea_activation=activation)
+
+
+def make_chain(num_heads, alpha, beta, kernel_size, causal=False, query_causal=None, num_layers=3, seed=0):
+    torch.manual_seed(seed)
+    layers = [
+        EvolvingAttention(ea_config(alpha, beta, kernel_size), num_heads, causal=causal, query_causal=query_causal)
+        for _ in range(num_layers)
+    ]
+    for layer in layers:  # move away from the identity init so the conv really mixes neighbours and heads
+        torch.nn.init.normal_(layer.conv.weight, std=0.3)
+        torch.nn.init.normal_(layer.conv.bias, std=0.3)
+    return layers
+
+
+def run_chain(layers, logits_per_layer, query_mask=None, key_mask=None, causal=False):
+    """Returns the evolved logits and the probabilities of each layer."""
+    evolved, outputs = None, []
+    for layer, logits in zip(layers, logits_per_layer):
+        evolved = layer(logits, evolved, query_mask, key_mask)
+        outputs.append((evolved, attention_probabilities(evolved, key_mask, causal)))
+    return outputs
+
+
+alphas_betas = st.tuples(st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([0.0, 0.5, 1.0]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    length=st.integers(1, 9),
+    padding=st.integers(1, 6),
+    num_heads=st.integers(1, 4),
+    kernel_size=st.sampled_from([1, 3, 5]),
+    alpha_beta=alphas_betas,
+    left_padding=st.booleans(),
+)
+def test_padding_invariance(length, padding, num_heads, kernel_size, alpha_beta, left_padding):
+    """A sequence alone and padded (right or left) gives the same evolved logits and probabilities."""
+    alpha, beta = alpha_beta
+    layers = make_chain(num_heads, alpha, beta, kernel_size)
+    alone = [torch.randn(1, num_heads, length, length) for _ in layers]
+    total = length + padding
+    real = slice(padding, total) if left_padding else slice(0, length)
+    padded = []
+    for logits in alone:
+        garbage = torch.randn(1, num_heads, total, total) * 100  # what padded tokens would produce
+        garbage[:, :, real, real] = logits
+        padded.append(garbage)
+    mask = torch.zeros(1, total, dtype=torch.bool)
+    mask[:, real] = True
+
+    expected = run_chain(layers, alone)
+    got = run_chain(layers, padded, mask, mask)
+    for (e_evolved, e_probs), (g_evolved, g_probs) in zip(expected, got):
+        torch.testing.assert_close(g_evolved[:, :, real, real], e_evolved, atol=1e-5, rtol=0)
+        torch.testing.assert_close(g_probs[:, :, real, real], e_probs, atol=1e-5, rtol=0)
+        assert g_probs[:, :, real][..., ~mask[0]].abs().max() == 0  # no weight on padded keys
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    length=st.integers(2, 10),
+    num_heads=st.integers(1, 4),
+    kernel_size=st.sampled_from([1, 3, 5]),
+    alpha_beta=alphas_betas,
+    data=st.data(),
+)
+def test_causal_no_future_leak(length, num_heads, kernel_size, alpha_beta, data):
+    """Causal self-attention: changing token t+1.. (rows and columns > t of every layer's logits) leaves every
+    evolved logit and probability of rows <= t bit-identical."""
+    t = data.draw(st.integers(0, length - 2))
+    alpha, beta = alpha_beta
+    layers = make_chain(num_heads, alpha, beta, kernel_size, causal=True)
+    logits = [torch.randn(2, num_heads, length, length) for _ in layers]
+    perturbed = []
+    for layer_logits in logits:
+        changed = layer_logits.clone()
+        changed[:, :, t + 1 :, :] = torch.randn_like(changed[:, :, t + 1 :, :]) * 50
+        changed[:, :, :, t + 1 :] = torch.randn_like(changed[:, :, :, t + 1 :]) * 50
+        perturbed.append(changed)
+    for (e_evolved, e_probs), (g_evolved, g_probs) in zip(
+        run_chain(layers, logits, causal=True), run_chain(layers, perturbed, causal=True)
+    ):
+        assert torch.equal(g_evolved[:, :, : t + 1, : t + 1], e_evolved[:, :, : t + 1, : t + 1])
+        assert torch.equal(g_probs[:, :, : t + 1], e_probs[:, :, : t + 1])
+        assert torch.all(torch.triu(e_probs[0, 0], diagonal=1) == 0)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_query_causal_conv_for_cross_attention(kernel_size):
+    """Cross-attention (query-causal only): later decoder rows never change earlier rows; all keys stay visible."""
+    layers = make_chain(4, 0.7, 0.5, kernel_size, query_causal=True)
+    logits = [torch.randn(1, 4, 6, 8) for _ in layers]
+    perturbed = [x.clone() for x in logits]
+    for x in perturbed:
+        x[:, :, 3:] += 10
+    for (e_evolved, _), (g_evolved, _) in zip(run_chain(layers, logits), run_chain(layers, perturbed)):
+        assert torch.equal(g_evolved[:, :, :3], e_evolved[:, :, :3])
+        assert not torch.equal(g_evolved[:, :, 3:], e_evolved[:, :, 3:])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_alpha_beta_zero_is_identity(causal):
+    layer = make_chain(4, 0.0, 0.0, 3, causal=causal, num_layers=1)[0]
+    logits, previous = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(layer(logits, previous, mask, mask), logits)
+
+
+def test_first_layer_and_new_chain_forward_the_logits():
+    """E_0 = S_0: no mixing and no conv without a predecessor or when the previous map's shape differs."""
+    layer = make_chain(2, 1.0, 0.5, 3, num_layers=1)[0]
+    logits = torch.randn(1, 2, 4, 4)
+    assert torch.equal(layer(logits, None), logits)
+    assert torch.equal(layer(logits, torch.randn(1, 2, 3, 3)), logits)
+    assert not torch.equal(layer(logits, torch.randn(1, 2, 4, 4)), logits)
+
+
+def test_recurrence_matches_the_formula():
+    """E = alpha * act(conv(M)) + (1 - alpha) * M with M = (1 - beta) * S + beta * E_prev, zero-padded conv."""
+    alpha, beta = 0.3, 0.6
+    layer = make_chain(3, alpha, beta, 3, num_layers=1)[0]
+    logits, previous = torch.randn(2, 3, 5, 7), torch.randn(2, 3, 5, 7)
+    mixed = (1 - beta) * logits + beta * previous
+    conv = torch.nn.functional.conv2d(mixed, layer.conv.weight, layer.conv.bias, padding=1)
+    expected = alpha * torch.relu(conv) + (1 - alpha) * mixed
+    torch.testing.assert_close(layer(logits, previous), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_conv_starts_as_identity():
+    """The conv is initialised as a Dirac kernel: with alpha = 1, beta = 0 and no activation, E = S."""
+    config = EABertConfig(ea_alpha=1.0, ea_beta=0.0, ea_activation="identity")
+    layer = EvolvingAttention(config, num_heads=4)
+    logits = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(layer(logits, torch.randn(2, 4, 6, 6)), logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_half_precision_has_no_inf_or_nan(dtype, causal):
+    layers = [layer.to(dtype) for layer in make_chain(4, 0.5, 0.5, 3, causal=causal)]
+    logits = [(torch.randn(3, 4, 6, 6) * 30).to(dtype) for _ in layers]
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 2:] = False
+    mask[2] = False  # a row whose keys are all masked
+    for evolved, probs in run_chain(layers, logits, mask, mask, causal=causal):
+        assert evolved.dtype == probs.dtype == dtype
+        assert torch.isfinite(evolved).all() and torch.isfinite(probs).all()
+        torch.testing.assert_close(probs.float().sum(-1), torch.ones(3, 4, 6), atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ea_alpha", 1.5, "ea_alpha"),
+        ("ea_alpha", -0.1, "ea_alpha"),
+        ("ea_beta", 2, "ea_beta"),
+        ("ea_kernel_size", 4, "odd"),
+        ("ea_kernel_size", 0, "odd"),
+        ("ea_activation", "swish", "relu"),
+    ],
+)
+def test_invalid_config_values_raise_value_error(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        EABertConfig(**{field: value})
+
+
+def test_wrongly_typed_config_value_names_the_field():
+    with pytest.raises(Exception, match="ea_alpha"):
+        EABertConfig(ea_alpha="high")
+
+
+def test_ea_config_is_a_pretrained_config():
+    config = EABertConfig(ea_alpha=0.2)
+    assert isinstance(config, PreTrainedConfig)
+    assert EABertConfig.from_dict(config.to_dict()).ea_alpha == 0.2
