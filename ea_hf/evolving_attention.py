@@ -102,6 +102,9 @@ class EvolvingAttentionConv(nn.Conv2d):
 class EvolvingAttention(nn.Module):
     """One EA step: mixes this layer's logits with the previous layer's evolved logits and convolves them.
 
+    Models build one for every attention layer of a chain but the first, which has no predecessor (E_0 = S_0) and
+    forwards its raw logits; the next layer zeroes their padded positions.
+
     Args:
         config: an EA config (`ea_alpha`, `ea_beta`, `ea_kernel_size`, `ea_activation`).
         num_heads: H, the conv's channels.
@@ -117,7 +120,8 @@ class EvolvingAttention(nn.Module):
         self.causal = causal
         self.query_causal = causal if query_causal is None else query_causal
         self.kernel_size = config.ea_kernel_size
-        self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size)
+        # with alpha = 0 the conv branch has no weight: no parameters that would never receive a gradient
+        self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size) if self.alpha > 0 else None
         self.activation = EA_ACTIVATIONS[config.ea_activation]()
 
     def forward(

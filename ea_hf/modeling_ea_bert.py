@@ -35,7 +35,7 @@ from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, attention_
 class EABertSelfAttention(nn.Module):
     """BERT self-attention whose logits evolve: same `query`/`key`/`value` as `BertSelfAttention`."""
 
-    def __init__(self, config: EABertConfig):
+    def __init__(self, config: EABertConfig, layer_idx: int):
         super().__init__()
         if config.hidden_size % config.num_attention_heads != 0:
             raise ValueError(
@@ -49,7 +49,10 @@ class EABertSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        self.evolving_attention = EvolvingAttention(config, config.num_attention_heads) if config.ea_encoder else None
+        # the chain's first layer has no predecessor: E_0 = S_0, no EA step
+        self.evolving_attention = (
+            EvolvingAttention(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
+        )
 
     def forward(
         self,
@@ -79,9 +82,9 @@ class EABertSelfAttention(nn.Module):
 
 
 class EABertAttention(nn.Module):
-    def __init__(self, config: EABertConfig):
+    def __init__(self, config: EABertConfig, layer_idx: int):
         super().__init__()
-        self.self = EABertSelfAttention(config)
+        self.self = EABertSelfAttention(config, layer_idx)
         self.output = BertSelfOutput(config)
 
     def forward(self, hidden_states, padding_mask=None, previous_logits=None):
@@ -93,11 +96,11 @@ class EABertLayer(GradientCheckpointingLayer):
     """A BERT layer that takes the previous layer's evolved logits and returns its own (as T5 passes
     `position_bias`), so that gradient checkpointing recomputes each layer from its explicit inputs."""
 
-    def __init__(self, config: EABertConfig):
+    def __init__(self, config: EABertConfig, layer_idx: int):
         super().__init__()
         self.chunk_size_feed_forward = config.chunk_size_feed_forward
         self.seq_len_dim = 1
-        self.attention = EABertAttention(config)
+        self.attention = EABertAttention(config, layer_idx)
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
@@ -122,7 +125,7 @@ class EABertLayer(GradientCheckpointingLayer):
 class EABertEncoder(nn.Module):
     def __init__(self, config: EABertConfig):
         super().__init__()
-        self.layer = nn.ModuleList([EABertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layer = nn.ModuleList([EABertLayer(config, i) for i in range(config.num_hidden_layers)])
 
     def forward(self, hidden_states, padding_mask=None, **kwargs) -> BaseModelOutput:
         logits = None

@@ -20,8 +20,9 @@ def make_chain(num_heads, alpha, beta, kernel_size, causal=False, query_causal=N
         for _ in range(num_layers)
     ]
     for layer in layers:  # move away from the identity init so the conv really mixes neighbours and heads
-        torch.nn.init.normal_(layer.conv.weight, std=0.3)
-        torch.nn.init.normal_(layer.conv.bias, std=0.3)
+        if layer.conv is not None:
+            torch.nn.init.normal_(layer.conv.weight, std=0.3)
+            torch.nn.init.normal_(layer.conv.bias, std=0.3)
     return layers
 
 
