@@ -41,9 +41,7 @@ def validate_evolving_attention_config(config) -> None:
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"`ea_kernel_size` must be an odd positive integer (1, 3, 5, ...), got {kernel_size!r}.")
     if config.ea_activation not in EA_ACTIVATIONS:
-        raise ValueError(
-            f"`ea_activation` must be one of {sorted(EA_ACTIVATIONS)}, got {config.ea_activation!r}."
-        )
+        raise ValueError(f"`ea_activation` must be one of {sorted(EA_ACTIVATIONS)}, got {config.ea_activation!r}.")
 
 
 class EAConfigMixin:
@@ -212,4 +210,3 @@ class EAPreTrainedMixin:
             module.reset_parameters()
         else:
             super()._init_weights(module)
-

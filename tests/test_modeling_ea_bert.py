@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+from ea_model_tester import EAModelTesterMixin, conv_parameters
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -28,7 +29,6 @@ from ea_hf import (
     EABertModel,
     convert_checkpoint,
 )
-from ea_model_tester import EAModelTesterMixin, conv_parameters
 
 
 TINY = dict(

@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Convert a vanilla checkpoint (local folder or Hub id) into an EA checkpoint folder.
+
+    python scripts/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base --ea_alpha 0.5 --ea_beta 0.5
+
+The output folder holds the weights (the EA convolutions newly initialised), a config with EA fields and an
+`auto_map` for every head, the code files (so that it loads with `trust_remote_code=True` without ea_hf), and the
+tokenizer when the source has one.
+"""
+
+import argparse
+
+from transformers.utils import logging
+
+from ea_hf import convert_checkpoint
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="vanilla checkpoint: a local folder or a Hub model id")
+    parser.add_argument("output_dir", help="new folder for the EA checkpoint")
+    parser.add_argument("--ea_alpha", type=float, help="weight of the convolution branch (config default if unset)")
+    parser.add_argument("--ea_beta", type=float, help="weight of the previous layer's map (config default if unset)")
+    parser.add_argument("--ea_kernel_size", type=int, help="odd kernel size of the EA convolution")
+    parser.add_argument("--ea_activation", choices=["relu", "leaky_relu", "gelu", "identity"])
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k.startswith("ea_") and v is not None}
+    logging.set_verbosity_info()
+    print(convert_checkpoint(args.source, args.output_dir, **overrides))
+
+
+if __name__ == "__main__":
+    main()

