@@ -9,14 +9,18 @@ convolutions (`...attention.self.evolving_attention.conv.*`) new.
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPoolingAndCrossAttentions,
+    MaskedLMOutput,
+    TokenClassifierOutput,
+)
 from transformers.models.bert.modeling_bert import (
     BertEmbeddings,
     BertForMaskedLM,
     BertForMultipleChoice,
     BertForQuestionAnswering,
     BertForSequenceClassification,
-    BertForTokenClassification,
     BertIntermediate,
     BertOnlyMLMHead,
     BertOutput,
@@ -25,7 +29,7 @@ from transformers.models.bert.modeling_bert import (
     BertSelfOutput,
 )
 from transformers.pytorch_utils import apply_chunking_to_forward
-from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ea_bert import EABertConfig
@@ -223,12 +227,15 @@ class EABertModel(EABertPreTrainedModel):
         )
 
 
-# The heads below build an EABertModel where transformers' heads build a BertModel; their forward passes are
-# transformers' own (they call `self.bert`), so inputs, losses and outputs are exactly BERT's.
+# The heads below build an EABertModel where transformers' heads build a BertModel. Heads with a per-example loss use
+# transformers' own forward (it calls `self.bert`), so inputs, losses and outputs are exactly BERT's; the token-level
+# heads (masked LM, token classification) normalise their loss by Trainer's `num_items_in_batch`, which BERT's don't.
 
 
 class EABertForMaskedLM(EABertPreTrainedModel):
     _tied_weights_keys = BertForMaskedLM._tied_weights_keys
+    # token-level loss: summed and divided by Trainer's `num_items_in_batch`, exact under gradient accumulation
+    accepts_loss_kwargs = True
 
     def __init__(self, config: EABertConfig):
         super().__init__(config)
@@ -238,7 +245,38 @@ class EABertForMaskedLM(EABertPreTrainedModel):
 
     get_output_embeddings = BertForMaskedLM.get_output_embeddings
     set_output_embeddings = BertForMaskedLM.set_output_embeddings
-    forward = BertForMaskedLM.forward
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """As `BertForMaskedLM.forward`; `labels` [B, L] with -100 at ignored tokens."""
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.cls(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits, labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
+            )
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 class EABertForSequenceClassification(EABertPreTrainedModel):
@@ -267,6 +305,9 @@ class EABertForMultipleChoice(EABertPreTrainedModel):
 
 
 class EABertForTokenClassification(EABertPreTrainedModel):
+    # token-level loss: summed and divided by Trainer's `num_items_in_batch`, exact under gradient accumulation
+    accepts_loss_kwargs = True
+
     def __init__(self, config: EABertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -276,7 +317,35 @@ class EABertForTokenClassification(EABertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    forward = BertForTokenClassification.forward
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        """As `BertForTokenClassification.forward`; `labels` [B, L] with -100 at ignored tokens."""
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config, num_items_in_batch=num_items_in_batch)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 class EABertForQuestionAnswering(EABertPreTrainedModel):

@@ -237,12 +237,12 @@ class EAModelTesterMixin:
         trainer.train()
         return next(log["grad_norm"] for log in trainer.state.log_history if "grad_norm" in log)
 
-    trainer_head = None  # a head whose loss is a mean over examples (e.g. sequence classification)
+    trainer_heads: list = []  # heads with a loss
 
-    def test_trainer_and_gradient_accumulation(self, tmp_path):
+    def test_trainer_and_gradient_accumulation(self, trainer_head, tmp_path):
         """Trainer runs with and without gradient checkpointing, and 1 or 2 accumulation steps at equal total batch
-        give the same gradient norm (the loss is a mean over examples: Trainer must not rescale it)."""
-        model_class = self.trainer_head
+        give the same gradient norm, for per-example and per-token losses alike."""
+        model_class = trainer_head
         norm_1 = self.trainer_grad_norm(model_class, tmp_path, 1)
         norm_2 = self.trainer_grad_norm(model_class, tmp_path, 2)
         norm_checkpointed = self.trainer_grad_norm(model_class, tmp_path, 1, checkpointing=True)

@@ -54,7 +54,7 @@ class TestEABert(EAModelTesterMixin):
         (EABertForQuestionAnswering, BertForQuestionAnswering),
         (EABertForMultipleChoice, BertForMultipleChoice),
     ]
-    trainer_head = EABertForSequenceClassification
+    trainer_heads = [EABertForSequenceClassification, EABertForMaskedLM, EABertForTokenClassification]
 
     def make_config(self, **overrides):
         return EABertConfig(**{**TINY, **overrides})
