@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a vanilla checkpoint (local folder or Hub id) into an EA checkpoint folder.
 
-    python scripts/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base --ea_alpha 0.5 --ea_beta 0.5
+    python scripts/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base --ea_alpha 0.1 --ea_beta 0.1
 
 The output folder holds the weights (the EA convolutions newly initialised), a config with EA fields and an
 `auto_map` for every head, the code files (so that it loads with `trust_remote_code=True` without ea_hf), and the
