@@ -70,7 +70,7 @@ class EAConfigMixin:
             ea_fields = {name: value for name, value in ea_fields.items() if name.startswith("ea_")}
             logger.warning(
                 f"Converting a vanilla `{model_type}` config to `{cls.model_type}` ({cls.__name__}): adding evolving "
-                f"attention with {', '.join(f'{k}={config_dict.get(k, v)}' for k, v in ea_fields.items())}; the EA "
+                f"attention with {', '.join(f'{k}={kwargs.get(k, v)}' for k, v in ea_fields.items())}; the EA "
                 "convolutions are new weights."
             )
             config_dict = {**config_dict, "model_type": cls.model_type}
@@ -193,7 +193,8 @@ class EAPreTrainedMixin:
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
-    # Our heads' losses are means over the batch; Trainer must not treat them as sums over `num_items_in_batch`.
+    # Heads whose loss is a mean over examples: Trainer must not treat it as a sum over `num_items_in_batch`. Heads
+    # with a token-level loss set it to True and normalise by `num_items_in_batch` themselves.
     accepts_loss_kwargs = False
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:

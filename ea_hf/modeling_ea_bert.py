@@ -1,8 +1,8 @@
 """EA-BERT: transformers' BERT with evolving attention through the encoder's self-attention layers.
 
 Only the self-attention, the layer and the encoder differ from transformers' BERT (they compute the logits, evolve
-them, and hand them to the next layer); embeddings, feed-forward, pooler and the heads' forward passes are
-transformers' own. Module and parameter names are BERT's, so vanilla BERT checkpoints load with only the EA
+them, and hand them to the next layer); embeddings, feed-forward, pooler, the prediction heads and most heads' forward
+passes are transformers' own. Module and parameter names are BERT's, so vanilla BERT checkpoints load with only the EA
 convolutions (`...attention.self.evolving_attention.conv.*`) new.
 """
 

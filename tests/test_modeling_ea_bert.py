@@ -106,6 +106,9 @@ def test_vanilla_checkpoint_loads_with_only_the_ea_convs_new(vanilla_bert_folder
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     conversions = [r for r in caplog.records if "Converting a vanilla `bert` config" in r.getMessage()]
     assert len(conversions) == 1
+    with caplog.at_level(logging.WARNING):
+        EABertForSequenceClassification.from_pretrained(vanilla_bert_folder, ea_alpha=0.3)
+    assert any("ea_alpha=0.3," in r.getMessage() for r in caplog.records)  # the log names the values applied
     assert model.config.model_type == "ea_bert" and model.config.ea_alpha == EABertConfig().ea_alpha
 
     vanilla = BertForSequenceClassification.from_pretrained(vanilla_bert_folder).eval()
