@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.utils import logging
 
 
@@ -128,32 +129,49 @@ class EvolvingAttention(nn.Module):
         previous_logits: torch.Tensor | None = None,
         query_mask: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        past_rows: torch.Tensor | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             logits: S_i, [B, H, Q, K], this layer's logits with any position term, before any mask.
             previous_logits: E_{i-1}, [B, H, Q, K], or None (or another shape) to start a new chain.
             query_mask: [B, Q], True (or 1) at real query positions; None when none is padded.
             key_mask: [B, K], True (or 1) at real key positions; None when none is padded.
+            past_rows: [B, H, k-1, K'] with K' <= K, the last rows of M from earlier decoding steps (query-causal
+                conv with a cache only); None at the first step.
+            use_cache: return the rows that the next decoding step's conv reads.
         Returns:
-            E_i, [B, H, Q, K]: the evolved logits, to be softmaxed with `attention_probabilities` and forwarded.
+            E_i [B, H, Q, K], the evolved logits, to be softmaxed with `attention_probabilities` and forwarded; and,
+            with `use_cache` on a query-causal conv, the last k-1 rows of M [B, H, k-1, K] (else None).
         """
         if self.alpha == 0.0 and self.beta == 0.0:
-            return logits
+            return logits, None
         keep = valid_positions(logits, query_mask, key_mask, self.causal)
         if keep is not None:
             logits = logits.masked_fill(~keep, 0.0)
         if previous_logits is None or previous_logits.shape != logits.shape:
-            return logits
+            return logits, None
         if keep is not None:
             previous_logits = previous_logits.masked_fill(~keep, 0.0)
         mixed = torch.lerp(logits, previous_logits, self.beta) if self.beta else logits
         if self.alpha == 0.0:
-            return mixed
-        half = self.kernel_size // 2
-        rows = (self.kernel_size - 1, 0) if self.query_causal else (half, half)
-        convolved = self.activation(self.conv(F.pad(mixed, (half, half, *rows))))
-        return torch.lerp(mixed, convolved, self.alpha)
+            return mixed, None
+        half, above = self.kernel_size // 2, self.kernel_size - 1
+        rows = None
+        if not self.query_causal:
+            padded = F.pad(mixed, (half, half, half, half))
+        elif past_rows is None and not use_cache:
+            padded = F.pad(mixed, (half, half, above, 0))
+        else:  # rows of earlier steps stand above (zero where there are none); their future columns are zero
+            if past_rows is None:
+                past_rows = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1])
+            past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
+            stacked = torch.cat([past_rows, mixed], dim=2)
+            rows = stacked[:, :, stacked.shape[2] - above :] if use_cache and above else None
+            padded = F.pad(stacked, (half, half))
+        convolved = self.activation(self.conv(padded))
+        return torch.lerp(mixed, convolved, self.alpha), rows
 
 
 def valid_positions(
@@ -183,6 +201,99 @@ def attention_probabilities(
     if allowed is not None:
         logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
     return F.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+
+
+def evolving_attention_forward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    evolving_attention: EvolvingAttention | None,
+    previous_logits: torch.Tensor | None = None,
+    *,
+    scaling: float,
+    position_bias: torch.Tensor | None = None,
+    query_mask: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+    past_rows: torch.Tensor | None = None,
+    use_cache: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Eager attention with an EA step between the logits and the softmax; every EA model's attention calls it.
+
+    Args:
+        query: [B, H, Q, D]; key, value: [B, H, K, D].
+        evolving_attention: this layer's EA step, or None (a chain's first layer, or EA off).
+        previous_logits: [B, H, Q, K], the previous layer's evolved logits.
+        position_bias: added to the logits before EA (e.g. T5's relative position bias), broadcastable to [B, H, Q, K].
+        query_mask, key_mask: [B, Q], [B, K], True at real positions. causal: mask future keys (offset K - Q).
+        past_rows, use_cache: see `EvolvingAttention.forward`.
+    Returns:
+        output [B, Q, H, D], probabilities [B, H, Q, K] (after EA and dropout), evolved logits [B, H, Q, K] for the
+        next layer, and the conv rows to cache (or None).
+    """
+    logits = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:
+        logits = logits + position_bias
+    rows = None
+    if evolving_attention is not None:
+        if past_rows is not None and past_rows.shape[:2] != logits.shape[:2]:
+            raise ValueError(
+                f"The cache holds EA rows for batch and heads {tuple(past_rows.shape[:2])}, this layer computes "
+                f"{tuple(logits.shape[:2])}: the cache comes from another model or another batch."
+            )
+        logits, rows = evolving_attention(logits, previous_logits, query_mask, key_mask, past_rows, use_cache)
+    probabilities = F.dropout(attention_probabilities(logits, key_mask, causal), p=dropout, training=dropout > 0)
+    output = torch.matmul(probabilities, value).transpose(1, 2)
+    return output, probabilities, logits, rows
+
+
+class EvolvingAttentionCache(EncoderDecoderCache):
+    """transformers' `EncoderDecoderCache` plus, for each EA decoder layer, the last k-1 rows of its mixed map M that
+    the query-causal conv reads at the next decoding step (`ea_rows`, keyed "self.<layer>" and "cross.<layer>"). Beam
+    search reorders them with the keys and values."""
+
+    def __init__(self, *caches):
+        super().__init__(*caches)
+        self.ea_rows: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_cache(cls, cache: Cache | None) -> "EvolvingAttentionCache":
+        """Use `cache` if it is one; adopt an empty `EncoderDecoderCache` (as `generate()` creates); refuse others."""
+        if isinstance(cache, cls):
+            return cache
+        if cache is None:
+            return cls(DynamicCache(), DynamicCache())
+        if isinstance(cache, EncoderDecoderCache) and cache.get_seq_length() == 0:
+            return cls(cache.self_attention_cache, cache.cross_attention_cache)
+        raise ValueError(
+            f"An EA decoder needs an EvolvingAttentionCache (or an empty EncoderDecoderCache), got a "
+            f"{type(cache).__name__} holding {cache.get_seq_length()} tokens: it comes from another model, and lacks "
+            "the EA rows that the query-causal convolution needs."
+        )
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        self.ea_rows = {k: rows.index_select(0, beam_idx.to(rows.device)) for k, rows in self.ea_rows.items()}
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        self.ea_rows = {k: rows.repeat_interleave(repeats, dim=0) for k, rows in self.ea_rows.items()}
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        self.ea_rows = {k: rows[indices] for k, rows in self.ea_rows.items()}
+
+    def reset(self):
+        super().reset()
+        self.ea_rows.clear()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("An EA cache keeps only the conv rows of the last step and cannot be cropped.")
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
 
 
 class EAPreTrainedMixin:

@@ -33,7 +33,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ea_bert import EABertConfig
-from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, attention_probabilities
+from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, evolving_attention_forward
 
 
 class EABertSelfAttention(nn.Module):
@@ -52,7 +52,7 @@ class EABertSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout_rate = config.attention_probs_dropout_prob
         # the chain's first layer has no predecessor: E_0 = S_0, no EA step
         self.evolving_attention = (
             EvolvingAttention(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
@@ -77,12 +77,18 @@ class EABertSelfAttention(nn.Module):
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        logits = torch.matmul(query, key.transpose(2, 3)) * self.scaling
-        if self.evolving_attention is not None:
-            logits = self.evolving_attention(logits, previous_logits, padding_mask, padding_mask)
-        probabilities = self.dropout(attention_probabilities(logits, padding_mask))
-        output = torch.matmul(probabilities, value).transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)
-        return output, probabilities, logits
+        output, probabilities, logits, _ = evolving_attention_forward(
+            query,
+            key,
+            value,
+            self.evolving_attention,
+            previous_logits,
+            scaling=self.scaling,
+            query_mask=padding_mask,
+            key_mask=padding_mask,
+            dropout=self.dropout_rate if self.training else 0.0,
+        )
+        return output.reshape(*hidden_states.shape[:-1], -1), probabilities, logits
 
 
 class EABertAttention(nn.Module):

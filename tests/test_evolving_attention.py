@@ -30,7 +30,7 @@ def run_chain(layers, logits_per_layer, query_mask=None, key_mask=None, causal=F
     """Returns the evolved logits and the probabilities of each layer."""
     evolved, outputs = None, []
     for layer, logits in zip(layers, logits_per_layer):
-        evolved = layer(logits, evolved, query_mask, key_mask)
+        evolved, _ = layer(logits, evolved, query_mask, key_mask)
         outputs.append((evolved, attention_probabilities(evolved, key_mask, causal)))
     return outputs
 
@@ -117,16 +117,16 @@ def test_alpha_beta_zero_is_identity(causal):
     layer = make_chain(4, 0.0, 0.0, 3, causal=causal, num_layers=1)[0]
     logits, previous = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    assert torch.equal(layer(logits, previous, mask, mask), logits)
+    assert torch.equal(layer(logits, previous, mask, mask)[0], logits)
 
 
 def test_first_layer_and_new_chain_forward_the_logits():
     """E_0 = S_0: no mixing and no conv without a predecessor or when the previous map's shape differs."""
     layer = make_chain(2, 1.0, 0.5, 3, num_layers=1)[0]
     logits = torch.randn(1, 2, 4, 4)
-    assert torch.equal(layer(logits, None), logits)
-    assert torch.equal(layer(logits, torch.randn(1, 2, 3, 3)), logits)
-    assert not torch.equal(layer(logits, torch.randn(1, 2, 4, 4)), logits)
+    assert torch.equal(layer(logits, None)[0], logits)
+    assert torch.equal(layer(logits, torch.randn(1, 2, 3, 3))[0], logits)
+    assert not torch.equal(layer(logits, torch.randn(1, 2, 4, 4))[0], logits)
 
 
 def test_recurrence_matches_the_formula():
@@ -137,7 +137,7 @@ def test_recurrence_matches_the_formula():
     mixed = (1 - beta) * logits + beta * previous
     conv = torch.nn.functional.conv2d(mixed, layer.conv.weight, layer.conv.bias, padding=1)
     expected = alpha * torch.relu(conv) + (1 - alpha) * mixed
-    torch.testing.assert_close(layer(logits, previous), expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(layer(logits, previous)[0], expected, atol=1e-6, rtol=1e-6)
 
 
 def test_conv_starts_as_identity():
@@ -145,7 +145,7 @@ def test_conv_starts_as_identity():
     config = EABertConfig(ea_alpha=1.0, ea_beta=0.0, ea_activation="identity")
     layer = EvolvingAttention(config, num_heads=4)
     logits = torch.randn(2, 4, 6, 6)
-    torch.testing.assert_close(layer(logits, torch.randn(2, 4, 6, 6)), logits)
+    torch.testing.assert_close(layer(logits, torch.randn(2, 4, 6, 6))[0], logits)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -187,3 +187,27 @@ def test_ea_config_is_a_pretrained_config():
     config = EABertConfig(ea_alpha=0.2)
     assert isinstance(config, PreTrainedConfig)
     assert EABertConfig.from_dict(config.to_dict()).ea_alpha == 0.2
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("causal", [True, False], ids=["self-attention", "cross-attention"])
+def test_incremental_rows_equal_the_full_computation(kernel_size, causal):
+    """Decoding a query block at a time, with the rows each step returns fed to the next, gives the full map."""
+    length, num_keys = 7, 5
+    layers = make_chain(3, 0.6, 0.4, kernel_size, causal=causal, query_causal=True)
+    keys = length if causal else num_keys
+    logits = [torch.randn(2, 3, length, keys) for _ in layers]
+    key_mask = torch.ones(2, keys, dtype=torch.bool)
+    key_mask[1, :1] = False  # a padded key (left padding of the decoder, or encoder padding)
+    query_mask = key_mask if causal else None
+    full = [evolved for evolved, _ in run_chain(layers, logits, query_mask, key_mask)]
+    rows = [None] * len(layers)
+    for start, stop in [(0, 3), (3, 4), (4, 5), (5, 7)]:
+        evolved = None
+        width = stop if causal else keys
+        for i, (layer, layer_logits) in enumerate(zip(layers, logits)):
+            step_keys = key_mask[:, :width]
+            step_queries = query_mask[:, start:stop] if causal else None
+            step_logits = layer_logits[:, :, start:stop, :width]
+            evolved, rows[i] = layer(step_logits, evolved, step_queries, step_keys, past_rows=rows[i], use_cache=True)
+            torch.testing.assert_close(evolved, full[i][:, :, start:stop, :width], atol=1e-5, rtol=0)
