@@ -4,8 +4,14 @@ Importing `ea_hf` registers every EA config and model with transformers' Auto cl
 """
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_t5 import EAT5Config
 from .convert import convert_checkpoint
-from .evolving_attention import EvolvingAttention, attention_probabilities, validate_evolving_attention_config
+from .evolving_attention import (
+    EvolvingAttention,
+    EvolvingAttentionCache,
+    attention_probabilities,
+    validate_evolving_attention_config,
+)
 from .modeling_ea_bert import (
     EABertForMaskedLM,
     EABertForMultipleChoice,
@@ -15,6 +21,7 @@ from .modeling_ea_bert import (
     EABertModel,
     EABertPreTrainedModel,
 )
+from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
 from .registration import AUTO_CLASSES, register_auto_classes
 
 
@@ -32,7 +39,13 @@ __all__ = [
     "EABertForTokenClassification",
     "EABertModel",
     "EABertPreTrainedModel",
+    "EAT5Config",
+    "EAT5EncoderModel",
+    "EAT5ForConditionalGeneration",
+    "EAT5Model",
+    "EAT5PreTrainedModel",
     "EvolvingAttention",
+    "EvolvingAttentionCache",
     "attention_probabilities",
     "convert_checkpoint",
     "validate_evolving_attention_config",

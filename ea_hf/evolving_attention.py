@@ -83,6 +83,28 @@ class EAConfigMixin:
         return config_dict, kwargs
 
 
+def check_token_ids(input_ids: torch.Tensor, name: str = "input_ids") -> None:
+    """Raise a clear error for token ids that are not an integer [batch, seq_len] tensor."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}.")
+    if input_ids.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, seq_len], got {tuple(input_ids.shape)}.")
+
+
+def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int], name: str) -> torch.Tensor | None:
+    """The bool padding mask [batch, seq_len] (True at real tokens) of a 0/1 `attention_mask`; None when nothing is
+    padded. Raises a `ValueError` for any other shape (EA needs the padding itself, not a 4-D additive mask)."""
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape [batch, seq_len] = {tuple(shape)} (1 at real tokens, 0 at padding), got "
+            f"{tuple(attention_mask.shape)}."
+        )
+    mask = attention_mask.bool()
+    return None if torch.all(mask) else mask
+
+
 class EvolvingAttentionConv(nn.Conv2d):
     """The Conv2d(H, H, k) over the (query, key) plane. Padding is applied by `EvolvingAttention`, not here.
 

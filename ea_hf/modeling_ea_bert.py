@@ -33,7 +33,13 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ea_bert import EABertConfig
-from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, evolving_attention_forward
+from .evolving_attention import (
+    EAPreTrainedMixin,
+    EvolvingAttention,
+    check_token_ids,
+    evolving_attention_forward,
+    padding_mask_from,
+)
 
 
 class EABertSelfAttention(nn.Module):
@@ -197,10 +203,7 @@ class EABertModel(EABertPreTrainedModel):
         if encoder_hidden_states is not None or encoder_attention_mask is not None:
             raise ValueError("EA-BERT is an encoder and has no cross-attention: pass no encoder_hidden_states.")
         if input_ids is not None:
-            if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-                raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
-            if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}.")
+            check_token_ids(input_ids)
             batch_size, seq_length = input_ids.shape
         else:
             if inputs_embeds.dim() != 3:
@@ -213,15 +216,7 @@ class EABertModel(EABertPreTrainedModel):
                 f"Sequence length {seq_length} exceeds max_position_embeddings="
                 f"{self.config.max_position_embeddings}; truncate the input (tokenizer(..., truncation=True))."
             )
-        padding_mask = None
-        if attention_mask is not None:
-            if tuple(attention_mask.shape) != (batch_size, seq_length):
-                raise ValueError(
-                    f"attention_mask must have shape [batch, seq_len] = {(batch_size, seq_length)} "
-                    f"(1 at real tokens, 0 at padding), got {tuple(attention_mask.shape)}."
-                )
-            if not torch.all(attention_mask.bool()):
-                padding_mask = attention_mask.bool()
+        padding_mask = padding_mask_from(attention_mask, (batch_size, seq_length), "attention_mask")
 
         embedding_output = self.embeddings(
             input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds

@@ -6,11 +6,14 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTextEncoding,
     AutoModelForTokenClassification,
 )
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_t5 import EAT5Config
 from .modeling_ea_bert import (
     EABertForMaskedLM,
     EABertForMultipleChoice,
@@ -19,6 +22,7 @@ from .modeling_ea_bert import (
     EABertForTokenClassification,
     EABertModel,
 )
+from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model
 
 
 AUTO_CLASSES = {
@@ -29,6 +33,11 @@ AUTO_CLASSES = {
         AutoModelForTokenClassification: EABertForTokenClassification,
         AutoModelForQuestionAnswering: EABertForQuestionAnswering,
         AutoModelForMultipleChoice: EABertForMultipleChoice,
+    },
+    EAT5Config: {
+        AutoModel: EAT5Model,
+        AutoModelForSeq2SeqLM: EAT5ForConditionalGeneration,
+        AutoModelForTextEncoding: EAT5EncoderModel,
     },
 }
 

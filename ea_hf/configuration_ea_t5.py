@@ -1,0 +1,52 @@
+"""EA-T5 configuration: transformers' `T5Config` plus the evolving-attention fields and one switch per chain."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import T5Config
+
+from .evolving_attention import EAConfigMixin
+
+
+@strict
+class EAT5Config(EAConfigMixin, T5Config):
+    r"""
+    Every `T5Config` field, plus:
+
+    ea_alpha (`float`, defaults to 0.1):
+        Weight of the convolution branch: `E = alpha * act(conv(M)) + (1 - alpha) * M`.
+    ea_beta (`float`, defaults to 0.1):
+        Weight of the previous layer's map: `M = (1 - beta) * S + beta * E_prev`.
+    ea_kernel_size (`int`, defaults to 3):
+        Odd kernel size of the Conv2d over the (query, key) plane.
+    ea_activation (`str`, defaults to `"relu"`):
+        Activation of the convolution branch: `"relu"`, `"leaky_relu"`, `"gelu"` or `"identity"`.
+    ea_encoder (`bool`, defaults to `True`):
+        Evolve the encoder's self-attention maps.
+    ea_decoder (`bool`, defaults to `True`):
+        Evolve the decoder's (causal) self-attention maps: future columns zeroed, query-causal conv.
+    ea_cross_attention (`bool`, defaults to `True`):
+        Evolve the decoder's cross-attention maps (query-causal conv over decoder rows and encoder columns).
+
+    The logits that evolve include T5's relative position bias. With every chain off (or `ea_alpha = ea_beta = 0`)
+    the model computes exactly what `T5ForConditionalGeneration` computes. The alpha/beta defaults are those of EA-BERT
+    (see `EABertConfig`); no published code gives values for T5.
+    """
+
+    model_type = "ea_t5"
+    host_model_type = "t5"
+    default_auto_map = {
+        "AutoConfig": "configuration_ea_t5.EAT5Config",
+        "AutoModel": "modeling_ea_t5.EAT5Model",
+        "AutoModelForSeq2SeqLM": "modeling_ea_t5.EAT5ForConditionalGeneration",
+        "AutoModelForTextEncoding": "modeling_ea_t5.EAT5EncoderModel",
+    }
+
+    ea_alpha: float | int = 0.1
+    ea_beta: float | int = 0.1
+    ea_kernel_size: int = 3
+    ea_activation: str = "relu"
+    ea_encoder: bool = True
+    ea_decoder: bool = True
+    ea_cross_attention: bool = True
+
+
+__all__ = ["EAT5Config"]
