@@ -22,12 +22,14 @@ from .modeling_ea_bert import (
     EABertPreTrainedModel,
 )
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
+from .pipeline_translation import TranslationPipeline, register_translation_pipeline, save_translation_pipeline
 from .registration import AUTO_CLASSES, register_auto_classes
 
 
 __version__ = "0.1.0"
 
 register_auto_classes()
+register_translation_pipeline()
 
 __all__ = [
     "AUTO_CLASSES",
@@ -45,8 +47,10 @@ __all__ = [
     "EAT5Model",
     "EAT5PreTrainedModel",
     "EvolvingAttention",
+    "TranslationPipeline",
     "EvolvingAttentionCache",
     "attention_probabilities",
     "convert_checkpoint",
+    "save_translation_pipeline",
     "validate_evolving_attention_config",
 ]

@@ -280,9 +280,16 @@ class EvolvingAttentionCache(EncoderDecoderCache):
         self.ea_rows: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_cache(cls, cache: Cache | None) -> "EvolvingAttentionCache":
-        """Use `cache` if it is one; adopt an empty `EncoderDecoderCache` (as `generate()` creates); refuse others."""
+    def from_cache(cls, cache: Cache | None, num_heads: int) -> "EvolvingAttentionCache":
+        """Use `cache` if it is one of this model's; adopt an empty `EncoderDecoderCache` (as `generate()` creates);
+        refuse others with a clear error."""
         if isinstance(cache, cls):
+            cached_heads = {layer.keys.shape[1] for layer in cache.self_attention_cache.layers if layer.is_initialized}
+            if cached_heads - {num_heads}:
+                raise ValueError(
+                    f"The cache holds keys for {sorted(cached_heads)} heads, this model has {num_heads}: it comes "
+                    "from another model."
+                )
             return cache
         if cache is None:
             return cls(DynamicCache(), DynamicCache())

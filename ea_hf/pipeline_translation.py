@@ -106,10 +106,14 @@ class TranslationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.tokenizer is None:
             raise ValueError("TranslationPipeline needs a tokenizer: pass `tokenizer=` or a folder that has one.")
-        if not self.model.can_generate() or not getattr(self.model.config, "is_encoder_decoder", False):
+        if not self.model.can_generate():
+            raise ValueError(
+                f"TranslationPipeline needs a model that can generate; {type(self.model).__name__} can't."
+            )
+        if not getattr(self.model.config, "is_encoder_decoder", False):
             logger.warning(
-                f"{type(self.model).__name__} is not an encoder-decoder model that can generate; TranslationPipeline"
-                " expects a seq2seq LM (AutoModelForSeq2SeqLM)."
+                f"{type(self.model).__name__} is not an encoder-decoder model: TranslationPipeline expects a seq2seq"
+                " LM (AutoModelForSeq2SeqLM); a decoder-only model returns the input followed by its continuation."
             )
 
     def _sanitize_parameters(
@@ -181,7 +185,7 @@ class TranslationPipeline(Pipeline):
         config = self.model.config
         if _is_t5(config):
             if src_lang is None and tgt_lang is None:
-                return self.prefix or ""  # the model config's `prefix`, if any
+                return getattr(self, "prefix", None) or ""  # the model config's `prefix`, if any
             if src_lang is None or tgt_lang is None:
                 raise ValueError("A T5-style model needs both `src_lang` and `tgt_lang` (or an explicit `prefix`).")
             return f"translate {language_name(src_lang)} to {language_name(tgt_lang)}: "
@@ -207,7 +211,7 @@ class TranslationPipeline(Pipeline):
                 f"src_lang/tgt_lang are ignored for model type {config.model_type!r}: only T5-style models take a"
                 " language prefix (pass `prefix=` to set one yourself)."
             )
-        return self.prefix or ""
+        return getattr(self, "prefix", None) or ""
 
     def preprocess(self, text, src_lang=None, tgt_lang=None, prefix=None, truncation=None):
         self._check_text(text)
@@ -273,13 +277,14 @@ def register_translation_pipeline() -> None:
     """Make `transformers.pipeline("translation", model=..., tokenizer=...)` build a `TranslationPipeline`.
 
     transformers 5.24 lists "translation" among its removed tasks and raises KeyError before it looks at registered
-    ones, so the task's entry is also taken out of that list.
+    ones, so the task's entry is also taken out of that list. Calling it again does nothing.
     """
     from transformers import pipelines
 
-    pipelines.PIPELINE_REGISTRY.register_pipeline(
-        TASK, pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM, default=None, type="text"
-    )
+    if pipelines.PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is not TranslationPipeline:
+        pipelines.PIPELINE_REGISTRY.register_pipeline(
+            TASK, pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM, default=None, type="text"
+        )
     removed_tasks = getattr(pipelines, "REMOVED_TASKS", None)
     if isinstance(removed_tasks, dict):
         removed_tasks.pop(TASK, None)
@@ -318,9 +323,20 @@ def save_translation_pipeline(model, tokenizer, folder: str | os.PathLike, **kwa
         shutil.copyfile(code_file, destination)
 
     with open(folder / "config.json", encoding="utf-8") as f:  # read back as JSON: no class lookup, no remote code
-        entry = json.load(f).get("custom_pipelines", {}).get(TASK)
+        saved = json.load(f)
+    entry = saved.get("custom_pipelines", {}).get(TASK)
     if entry != custom_pipelines_entry()[TASK] or not destination.is_file():
         raise RuntimeError(f"Saving the translation pipeline to {folder} failed: config.json has {entry!r}")
+    model_class = type(model)
+    if not model_class.__module__.startswith("transformers.") and (
+        AutoModelForSeq2SeqLM.__name__ not in (saved.get("auto_map") or {})
+    ):
+        logger.warning(
+            f"{model_class.__name__} is not a transformers model and config.json has no auto_map entry for"
+            f" {AutoModelForSeq2SeqLM.__name__}: {folder} loads only where the package that registers it is imported"
+            f" (call `{model_class.__name__}.register_for_auto_class('{AutoModelForSeq2SeqLM.__name__}')` before"
+            " saving to ship its code too)."
+        )
     return folder
 
 

@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import transformers
-from rotten_tomatoes import load_rotten_tomatoes
 from sklearn.metrics import accuracy_score
 from transformers import (
     AutoTokenizer,
@@ -37,6 +36,8 @@ from transformers import (
 )
 
 from ea_hf import EABertForSequenceClassification
+
+from rotten_tomatoes import load_rotten_tomatoes
 
 
 logger = logging.getLogger(__name__)

