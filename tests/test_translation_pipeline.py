@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ea_hf import pipeline_translation
+from ea_hf import EAT5Config, EAT5ForConditionalGeneration, pipeline_translation
 from ea_hf.pipeline_translation import (
     TranslationPipeline,
     register_translation_pipeline,
@@ -134,7 +134,15 @@ def t5(spm_files):
     return randomize(T5ForConditionalGeneration(config)), tokenizer
 
 
-@pytest.fixture(params=["marian", "t5"])
+@pytest.fixture(scope="module")
+def ea_t5(t5):
+    """EA-T5 with every chain on, the same size and tokenizer as the vanilla T5."""
+    model, tokenizer = t5
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
+    return randomize(EAT5ForConditionalGeneration(EAT5Config(**fields, ea_alpha=0.5, ea_beta=0.5))), tokenizer
+
+
+@pytest.fixture(params=["marian", "t5", "ea_t5"])
 def model_and_tokenizer(request):
     return request.getfixturevalue(request.param)
 
@@ -325,16 +333,17 @@ def test_transformers_pipeline_loads_a_plain_folder_after_registration(marian, t
     assert translator(TEXTS, max_new_tokens=5) == translation_pipeline(marian)(TEXTS, max_new_tokens=5)
 
 
-def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, tmp_path):
+def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, ea_t5, tmp_path):
     """`save_translation_pipeline` (and `pipe.save_pretrained`) write a folder that `pipeline("translation",
     model=folder, trust_remote_code=True)` loads in a fresh interpreter that cannot import ea_hf, with the same
     translations; the remote copy can save such a folder again; without trust_remote_code it refuses."""
     calls = {
         "marian": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
         "t5": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
+        "ea_t5": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
     }
     expected = {}
-    for name, (model, tokenizer) in {"marian": marian, "t5": t5}.items():
+    for name, (model, tokenizer) in {"marian": marian, "t5": t5, "ea_t5": ea_t5}.items():
         folder = save_translation_pipeline(model, tokenizer, tmp_path / name)
         assert "custom_pipelines" not in model.config.to_dict()  # the entry was written for the save only
         config = json.loads((folder / "config.json").read_text())
@@ -365,6 +374,9 @@ def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, tmp_path):
             translator = pipeline("translation", model=root + "/" + name, trust_remote_code=True, device="cpu")
             assert type(translator).__name__ == "TranslationPipeline", type(translator)
             assert type(translator).__module__.startswith("transformers_modules"), type(translator).__module__
+            if name.startswith("ea_"):  # the EA model itself comes as remote code
+                assert type(translator.model).__name__.startswith("EA"), type(translator.model)
+                assert type(translator.model).__module__.startswith("transformers_modules")
             results[name] = [translator(texts, batch_size=2, **kwargs) for kwargs in kwargs_list]
         # the remote copy saves itself again: a folder saved where ea_hf is not installed loads too
         translator.save_pretrained(root + "/resaved")
