@@ -83,12 +83,18 @@ class EAConfigMixin:
         return config_dict, kwargs
 
 
-def check_token_ids(input_ids: torch.Tensor, name: str = "input_ids") -> None:
-    """Raise a clear error for token ids that are not an integer [batch, seq_len] tensor."""
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
+    """Raise a clear error for token ids that are not an integer [batch, seq_len] tensor of ids in the vocabulary
+    (ids out of range mean a tokenizer that does not match the model)."""
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}.")
     if input_ids.dim() != 2:
         raise ValueError(f"{name} must have shape [batch, seq_len], got {tuple(input_ids.shape)}.")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+        raise ValueError(
+            f"{name} holds ids in [{int(input_ids.min())}, {int(input_ids.max())}], outside the model's vocabulary "
+            f"[0, {vocab_size}): the tokenizer does not match the model."
+        )
 
 
 def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int], name: str) -> torch.Tensor | None:

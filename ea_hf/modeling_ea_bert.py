@@ -203,7 +203,7 @@ class EABertModel(EABertPreTrainedModel):
         if encoder_hidden_states is not None or encoder_attention_mask is not None:
             raise ValueError("EA-BERT is an encoder and has no cross-attention: pass no encoder_hidden_states.")
         if input_ids is not None:
-            check_token_ids(input_ids)
+            check_token_ids(input_ids, self.config.vocab_size)
             batch_size, seq_length = input_ids.shape
         else:
             if inputs_embeds.dim() != 3:

@@ -110,6 +110,12 @@ class TranslationPipeline(Pipeline):
             raise ValueError(
                 f"TranslationPipeline needs a model that can generate; {type(self.model).__name__} can't."
             )
+        vocab_size = getattr(self.model.config, "vocab_size", None)
+        if vocab_size is not None and len(self.tokenizer) > vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(self.tokenizer)} tokens but the model's vocabulary has {vocab_size}: they do "
+                "not belong together. Load the tokenizer saved with this model."
+            )
         if not getattr(self.model.config, "is_encoder_decoder", False):
             logger.warning(
                 f"{type(self.model).__name__} is not an encoder-decoder model: TranslationPipeline expects a seq2seq"

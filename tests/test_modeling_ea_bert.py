@@ -166,6 +166,11 @@ def test_float_input_ids(tiny_model):
         tiny_model(torch.rand(2, 8))
 
 
+def test_ids_outside_the_vocabulary(tiny_model):
+    with pytest.raises(ValueError, match="tokenizer does not match the model"):
+        tiny_model(torch.tensor([[1, 2, 99]]))
+
+
 def test_decoder_config_is_refused():
     with pytest.raises(ValueError, match="encoder"):
         EABertModel(EABertConfig(**TINY, is_decoder=True))

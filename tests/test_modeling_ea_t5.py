@@ -276,5 +276,7 @@ def test_bad_decoder_input():
             decoder_input_ids=torch.ones(3, 4, dtype=torch.long),
             decoder_attention_mask=torch.ones(3, 3),
         )
+    with pytest.raises(ValueError, match="tokenizer does not match the model"):
+        model(input_ids, attention_mask=attention_mask, decoder_input_ids=torch.full((3, 2), 60))
     with pytest.raises(ValueError, match="encoder_attention_mask must have shape|attention_mask must have shape"):
         model(input_ids, attention_mask=attention_mask[:, :5], decoder_input_ids=torch.ones(3, 4, dtype=torch.long))

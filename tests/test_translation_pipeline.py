@@ -6,6 +6,7 @@ The models are tiny vanilla Marian and T5 models with a SentencePiece vocabulary
 with any seq2seq LM.
 """
 
+import copy
 import io
 import json
 import random
@@ -274,7 +275,9 @@ def test_marian_languages_are_checked_not_prefixed(marian, spm_files):
     (folder / "multi_vocab.json").write_text(json.dumps(vocab))
     spm_path = str(folder / "spm.model")
     multi = MarianTokenizer(spm_path, spm_path, str(folder / "multi_vocab.json"))
-    multi_translator = translation_pipeline((model, multi))
+    multilingual_model = copy.deepcopy(model)
+    multilingual_model.resize_token_embeddings(len(vocab))  # the two language tokens are in its vocabulary too
+    multi_translator = translation_pipeline((multilingual_model, multi))
     fed = multi_translator.preprocess(TEXTS[0], tgt_lang="es")["input_ids"][0].tolist()
     assert fed == [vocab[">>es<<"]] + multi(TEXTS[0]).input_ids
     with pytest.raises(ValueError, match="not one of this checkpoint's targets"):
@@ -313,6 +316,13 @@ def test_empty_input_is_a_clear_error(marian, inputs, error):
     translator = translation_pipeline(marian)
     with pytest.raises(error, match="empty|translates strings"):
         translator(inputs, max_new_tokens=2)
+
+
+def test_tokenizer_that_does_not_match_the_model(t5):
+    model, tokenizer = t5
+    smaller = T5ForConditionalGeneration(T5Config(**{**model.config.to_dict(), "vocab_size": len(tokenizer) - 5}))
+    with pytest.raises(ValueError, match="do not belong together"):
+        TranslationPipeline(model=smaller, tokenizer=tokenizer, device=-1)
 
 
 def test_transformers_pipeline_translation_after_registration(marian):
