@@ -286,15 +286,16 @@ class EvolvingAttentionCache(EncoderDecoderCache):
         self.ea_rows: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_cache(cls, cache: Cache | None, num_heads: int) -> "EvolvingAttentionCache":
-        """Use `cache` if it is one of this model's; adopt an empty `EncoderDecoderCache` (as `generate()` creates);
-        refuse others with a clear error."""
+    def from_cache(cls, cache: Cache | None, batch_size: int, num_heads: int) -> "EvolvingAttentionCache":
+        """Use `cache` if it is one of this model's, for this batch; adopt an empty `EncoderDecoderCache` (as
+        `generate()` creates); refuse others with a clear error."""
         if isinstance(cache, cls):
-            cached_heads = {layer.keys.shape[1] for layer in cache.self_attention_cache.layers if layer.is_initialized}
-            if cached_heads - {num_heads}:
+            layers = [layer for layer in cache.self_attention_cache.layers if layer.is_initialized]
+            cached = {tuple(layer.keys.shape[:2]) for layer in layers}
+            if cached - {(batch_size, num_heads)}:
                 raise ValueError(
-                    f"The cache holds keys for {sorted(cached_heads)} heads, this model has {num_heads}: it comes "
-                    "from another model."
+                    f"The cache holds keys for (batch, heads) {sorted(cached)}, this call has "
+                    f"{(batch_size, num_heads)}: it comes from another model or another batch."
                 )
             return cache
         if cache is None:

@@ -268,7 +268,7 @@ class EAT5Stack(EAT5PreTrainedModel):
         if not self.is_decoder:
             cache = None
         elif cache is not None or use_cache:
-            cache = EvolvingAttentionCache.from_cache(cache, self.config.num_heads)
+            cache = EvolvingAttentionCache.from_cache(cache, batch_size, self.config.num_heads)
         past_length = cache.get_seq_length() if cache is not None else 0
         key_mask = padding_mask_from(attention_mask, (batch_size, past_length + length), "attention_mask")
         query_mask = key_mask[:, past_length:] if key_mask is not None else None

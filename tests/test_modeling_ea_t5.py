@@ -188,6 +188,9 @@ def test_cache_from_another_model_is_refused():
     assert isinstance(vanilla_cache, EncoderDecoderCache) and vanilla_cache.get_seq_length() == 1
     with pytest.raises(ValueError, match="another model"):
         model(input_ids, attention_mask=attention_mask, decoder_input_ids=start, cache=vanilla_cache)
+    own_cache = model(input_ids, attention_mask=attention_mask, decoder_input_ids=start).cache
+    with pytest.raises(ValueError, match="another batch"):  # this model's cache, but for three sequences, not two
+        model(input_ids[:2], attention_mask=attention_mask[:2], decoder_input_ids=start[:2], cache=own_cache)
     other = build(num_heads=2, d_kv=16)
     other_cache = other(input_ids, attention_mask=attention_mask, decoder_input_ids=start).cache
     with pytest.raises(ValueError, match="another model"):
