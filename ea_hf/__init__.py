@@ -4,6 +4,7 @@ Importing `ea_hf` registers every EA config and model with transformers' Auto cl
 """
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
 from .convert import convert_checkpoint
 from .evolving_attention import (
@@ -21,6 +22,7 @@ from .modeling_ea_bert import (
     EABertModel,
     EABertPreTrainedModel,
 )
+from .modeling_ea_marian import EAMarianModel, EAMarianMTModel, EAMarianPreTrainedModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
 from .pipeline_translation import TranslationPipeline, register_translation_pipeline, save_translation_pipeline
 from .registration import AUTO_CLASSES, register_auto_classes
@@ -41,6 +43,10 @@ __all__ = [
     "EABertForTokenClassification",
     "EABertModel",
     "EABertPreTrainedModel",
+    "EAMarianConfig",
+    "EAMarianModel",
+    "EAMarianMTModel",
+    "EAMarianPreTrainedModel",
     "EAT5Config",
     "EAT5EncoderModel",
     "EAT5ForConditionalGeneration",

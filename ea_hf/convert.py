@@ -36,7 +36,7 @@ def convert_checkpoint(source: str, output_dir: str, **ea_config: float | int | 
     model.save_pretrained(output_dir)
     try:
         AutoTokenizer.from_pretrained(source).save_pretrained(output_dir)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:  # MarianTokenizer without its .spm files: TypeError
         logger.warning(f"No tokenizer saved: {source} has none that loads ({error}).")
     logger.info(f"Saved {model_class.__name__} to {output_dir}")
     return output_dir

@@ -332,6 +332,32 @@ class EvolvingAttentionCache(EncoderDecoderCache):
         return False
 
 
+def decoder_cache_and_masks(
+    cache: Cache | None,
+    use_cache: bool | None,
+    num_heads: int,
+    shape: tuple[int, int],
+    attention_mask: torch.Tensor | None,
+    encoder_hidden_states: torch.Tensor | None,
+    encoder_attention_mask: torch.Tensor | None,
+    mask_name: str = "decoder_attention_mask",
+):
+    """What an EA decoder needs for `shape` = (B, L) new tokens: its `EvolvingAttentionCache` (None without caching),
+    the number of cached positions `past`, and the padding masks: queries [B, L], keys [B, past + L] and encoder
+    keys [B, S] (None where nothing is padded)."""
+    batch_size, length = shape
+    if cache is not None or use_cache:
+        cache = EvolvingAttentionCache.from_cache(cache, batch_size, num_heads)
+    past_length = cache.get_seq_length() if cache is not None else 0
+    key_mask = padding_mask_from(attention_mask, (batch_size, past_length + length), mask_name)
+    query_mask = key_mask[:, past_length:] if key_mask is not None else None
+    encoder_mask = None
+    if encoder_hidden_states is not None:
+        expected = (batch_size, encoder_hidden_states.shape[1])
+        encoder_mask = padding_mask_from(encoder_attention_mask, expected, "encoder_attention_mask")
+    return cache, past_length, query_mask, key_mask, encoder_mask
+
+
 class EAPreTrainedMixin:
     """Class flags and behaviour shared by every EA `PreTrainedModel`: eager attention only, EA conv init, and a loss
     that Trainer must not rescale under gradient accumulation."""

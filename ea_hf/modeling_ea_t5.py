@@ -32,8 +32,8 @@ from .evolving_attention import (
     EvolvingAttention,
     EvolvingAttentionCache,
     check_token_ids,
+    decoder_cache_and_masks,
     evolving_attention_forward,
-    padding_mask_from,
 )
 
 
@@ -261,21 +261,20 @@ class EAT5Stack(EAT5PreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        prefix = "decoder_" if self.is_decoder else ""
         if inputs_embeds is None:
-            check_token_ids(input_ids, self.config.vocab_size)
+            check_token_ids(input_ids, self.config.vocab_size, f"{prefix}input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
-        batch_size, length = inputs_embeds.shape[:2]
-        if not self.is_decoder:
-            cache = None
-        elif cache is not None or use_cache:
-            cache = EvolvingAttentionCache.from_cache(cache, batch_size, self.config.num_heads)
-        past_length = cache.get_seq_length() if cache is not None else 0
-        key_mask = padding_mask_from(attention_mask, (batch_size, past_length + length), "attention_mask")
-        query_mask = key_mask[:, past_length:] if key_mask is not None else None
-        encoder_mask = None
-        if encoder_hidden_states is not None:
-            expected = (batch_size, encoder_hidden_states.shape[1])
-            encoder_mask = padding_mask_from(encoder_attention_mask, expected, "encoder_attention_mask")
+        cache, _, query_mask, key_mask, encoder_mask = decoder_cache_and_masks(
+            cache if self.is_decoder else None,
+            use_cache and self.is_decoder,
+            self.config.num_heads,
+            inputs_embeds.shape[:2],
+            attention_mask,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            f"{prefix}attention_mask",
+        )
 
         hidden_states = self.dropout(inputs_embeds)
         position_bias = cross_position_bias = logits = cross_logits = None

@@ -13,6 +13,7 @@ from transformers import (
 )
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
 from .modeling_ea_bert import (
     EABertForMaskedLM,
@@ -22,6 +23,7 @@ from .modeling_ea_bert import (
     EABertForTokenClassification,
     EABertModel,
 )
+from .modeling_ea_marian import EAMarianModel, EAMarianMTModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model
 
 
@@ -38,6 +40,10 @@ AUTO_CLASSES = {
         AutoModel: EAT5Model,
         AutoModelForSeq2SeqLM: EAT5ForConditionalGeneration,
         AutoModelForTextEncoding: EAT5EncoderModel,
+    },
+    EAMarianConfig: {
+        AutoModel: EAMarianModel,
+        AutoModelForSeq2SeqLM: EAMarianMTModel,
     },
 }
 

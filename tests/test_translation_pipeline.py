@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ea_hf import EAT5Config, EAT5ForConditionalGeneration, pipeline_translation
+from ea_hf import EAMarianConfig, EAMarianMTModel, EAT5Config, EAT5ForConditionalGeneration, pipeline_translation
 from ea_hf.pipeline_translation import (
     TranslationPipeline,
     register_translation_pipeline,
@@ -143,7 +143,15 @@ def ea_t5(t5):
     return randomize(EAT5ForConditionalGeneration(EAT5Config(**fields, ea_alpha=0.5, ea_beta=0.5))), tokenizer
 
 
-@pytest.fixture(params=["marian", "t5", "ea_t5"])
+@pytest.fixture(scope="module")
+def ea_marian(marian):
+    """EA-Marian with every chain on, the same size and tokenizer as the vanilla Marian."""
+    model, tokenizer = marian
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
+    return randomize(EAMarianMTModel(EAMarianConfig(**fields, ea_alpha=0.5, ea_beta=0.5))), tokenizer
+
+
+@pytest.fixture(params=["marian", "t5", "ea_t5", "ea_marian"])
 def model_and_tokenizer(request):
     return request.getfixturevalue(request.param)
 
@@ -343,7 +351,7 @@ def test_transformers_pipeline_loads_a_plain_folder_after_registration(marian, t
     assert translator(TEXTS, max_new_tokens=5) == translation_pipeline(marian)(TEXTS, max_new_tokens=5)
 
 
-def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, ea_t5, tmp_path):
+def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, ea_t5, ea_marian, tmp_path):
     """`save_translation_pipeline` (and `pipe.save_pretrained`) write a folder that `pipeline("translation",
     model=folder, trust_remote_code=True)` loads in a fresh interpreter that cannot import ea_hf, with the same
     translations; the remote copy can save such a folder again; without trust_remote_code it refuses."""
@@ -351,9 +359,10 @@ def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, ea_t5, tmp_
         "marian": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
         "t5": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
         "ea_t5": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4, "src_lang": "en", "tgt_lang": "de"}),
+        "ea_marian": ({"max_new_tokens": 6}, {"max_new_tokens": 6, "num_beams": 4}),
     }
     expected = {}
-    for name, (model, tokenizer) in {"marian": marian, "t5": t5, "ea_t5": ea_t5}.items():
+    for name, (model, tokenizer) in {"marian": marian, "t5": t5, "ea_t5": ea_t5, "ea_marian": ea_marian}.items():
         folder = save_translation_pipeline(model, tokenizer, tmp_path / name)
         assert "custom_pipelines" not in model.config.to_dict()  # the entry was written for the save only
         config = json.loads((folder / "config.json").read_text())

@@ -1,0 +1,53 @@
+"""EA-Marian configuration: transformers' `MarianConfig` plus the evolving-attention fields and one switch per
+chain."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import MarianConfig
+
+from .evolving_attention import EAConfigMixin
+
+
+@strict
+class EAMarianConfig(EAConfigMixin, MarianConfig):
+    r"""
+    Every `MarianConfig` field, plus:
+
+    ea_alpha (`float`, defaults to 0.1):
+        Weight of the convolution branch: `E = alpha * act(conv(M)) + (1 - alpha) * M`.
+    ea_beta (`float`, defaults to 0.1):
+        Weight of the previous layer's map: `M = (1 - beta) * S + beta * E_prev`.
+    ea_kernel_size (`int`, defaults to 3):
+        Odd kernel size of the Conv2d over the (query, key) plane.
+    ea_activation (`str`, defaults to `"relu"`):
+        Activation of the convolution branch: `"relu"`, `"leaky_relu"`, `"gelu"` or `"identity"`.
+    ea_encoder (`bool`, defaults to `True`):
+        Evolve the encoder's self-attention maps.
+    ea_decoder (`bool`, defaults to `True`):
+        Evolve the decoder's (causal) self-attention maps: future columns zeroed, query-causal conv.
+    ea_cross_attention (`bool`, defaults to `True`):
+        Evolve the decoder's cross-attention maps (query-causal conv over decoder rows and encoder columns).
+
+    The logits that evolve are Marian's scaled dot products (its positions are sinusoidal embeddings added to the
+    inputs, so the logits carry no position term). With every chain off (or `ea_alpha = ea_beta = 0`) the model
+    computes exactly what `MarianMTModel` computes. The alpha/beta defaults are those of EA-BERT (see `EABertConfig`);
+    no published code gives values for Marian.
+    """
+
+    model_type = "ea_marian"
+    host_model_type = "marian"
+    default_auto_map = {
+        "AutoConfig": "configuration_ea_marian.EAMarianConfig",
+        "AutoModel": "modeling_ea_marian.EAMarianModel",
+        "AutoModelForSeq2SeqLM": "modeling_ea_marian.EAMarianMTModel",
+    }
+
+    ea_alpha: float | int = 0.1
+    ea_beta: float | int = 0.1
+    ea_kernel_size: int = 3
+    ea_activation: str = "relu"
+    ea_encoder: bool = True
+    ea_decoder: bool = True
+    ea_cross_attention: bool = True
+
+
+__all__ = ["EAMarianConfig"]
