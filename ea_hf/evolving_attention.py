@@ -41,6 +41,8 @@ def validate_evolving_attention_config(config) -> None:
     kernel_size = config.ea_kernel_size
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"`ea_kernel_size` must be an odd positive integer (1, 3, 5, ...), got {kernel_size!r}.")
+    if getattr(config, "ea_conv", "raster") not in ("raster", "grid"):
+        raise ValueError(f"`ea_conv` must be 'raster' or 'grid', got {config.ea_conv!r}.")
     if config.ea_activation not in EA_ACTIVATIONS:
         raise ValueError(f"`ea_activation` must be one of {sorted(EA_ACTIVATIONS)}, got {config.ea_activation!r}.")
 
@@ -126,6 +128,71 @@ class EvolvingAttentionConv(nn.Conv2d):
         init.zeros_(self.bias)
 
 
+class EvolvingAttentionGridConv(nn.Module):
+    """The conv over the (query, key) plane of an image's tokens that respects its 2-D patch grid: a 4-D conv with a
+    k x k neighbourhood of the query patch times a k x k neighbourhood of the key patch (k^4 H^2 + H parameters).
+
+    The map's first `p` tokens (CLS) are not on the grid: each is a point whose neighbours are all zero padding, so
+    the CLS row is convolved over the key grid only, the CLS column over the query grid only, and the CLS-CLS entries
+    by the centre tap. Initialised as the identity, like `EvolvingAttentionConv`.
+    """
+
+    def __init__(self, num_heads: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(num_heads, num_heads, *(kernel_size,) * 4))
+        self.bias = nn.Parameter(torch.empty(num_heads))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # transformers' init helpers skip tensors already loaded from a checkpoint
+        centre = self.kernel_size // 2
+        identity = torch.zeros_like(self.weight)
+        identity[..., centre, centre, centre, centre] = torch.eye(
+            len(identity), dtype=identity.dtype, device=identity.device
+        )
+        init.copy_(self.weight, identity)
+        init.zeros_(self.bias)
+
+    def forward(self, mixed: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """mixed: M [B, H, N, N] with N = p + h * w tokens (raster order), grid_size = (h, w). Returns [B, H, N, N]."""
+        batch_size, num_heads, num_tokens = mixed.shape[:3]
+        height, width = grid_size
+        prefix = num_tokens - height * width
+        if prefix < 0:
+            raise ValueError(
+                f"A {height}x{width} patch grid needs at least {height * width} tokens, got {num_tokens}."
+            )
+        k, centre = self.kernel_size, self.kernel_size // 2
+        weight, bias = self.weight, self.bias[:, None, None]  # bias broadcast over [B, H, rows, columns]
+        out = torch.empty_like(mixed)
+
+        # patch queries x patch keys: for each query offset, a 2-D conv over the key grid of the shifted queries
+        patches = mixed[:, :, prefix:, prefix:].reshape(batch_size, num_heads, height, width, height, width)
+        patches = F.pad(patches.permute(0, 2, 3, 1, 4, 5), (0, 0, 0, 0, 0, 0, centre, centre, centre, centre))
+        grid = 0
+        for row in range(k):
+            for column in range(k):
+                shifted = patches[:, row : row + height, column : column + width].reshape(-1, num_heads, height, width)
+                grid = grid + F.conv2d(shifted, weight[:, :, row, column], padding=centre)
+        grid = grid.view(batch_size, height, width, num_heads, height * width).permute(0, 3, 1, 2, 4)
+        out[:, :, prefix:, prefix:] = grid.reshape(batch_size, num_heads, height * width, height * width) + bias
+        if prefix:
+            # CLS queries x patch keys: the key grid only; patch queries x CLS keys: the query grid only
+            rows = mixed[:, :, :prefix, prefix:].transpose(1, 2).reshape(-1, num_heads, height, width)
+            rows = F.conv2d(rows, weight[:, :, centre, centre], padding=centre)
+            out[:, :, :prefix, prefix:] = rows.view(batch_size, prefix, num_heads, -1).transpose(1, 2) + bias
+            columns = mixed[:, :, prefix:, :prefix].permute(0, 3, 1, 2).reshape(-1, num_heads, height, width)
+            columns = F.conv2d(columns, weight[..., centre, centre], padding=centre)
+            columns = columns.view(batch_size, prefix, num_heads, -1).permute(0, 2, 3, 1)
+            out[:, :, prefix:, :prefix] = columns + bias
+            corner = torch.einsum(
+                "oi,bipq->bopq", weight[:, :, centre, centre, centre, centre], mixed[:, :, :prefix, :prefix]
+            )
+            out[:, :, :prefix, :prefix] = corner + bias
+        return out
+
+
 class EvolvingAttention(nn.Module):
     """One EA step: mixes this layer's logits with the previous layer's evolved logits and convolves them.
 
@@ -148,7 +215,11 @@ class EvolvingAttention(nn.Module):
         self.query_causal = causal if query_causal is None else query_causal
         self.kernel_size = config.ea_kernel_size
         # with alpha = 0 the conv branch has no weight: no parameters that would never receive a gradient
-        self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size) if self.alpha > 0 else None
+        self.grid = getattr(config, "ea_conv", "raster") == "grid"
+        if self.grid and self.query_causal:
+            raise ValueError("The 2-D grid conv (`ea_conv='grid'`) is for image encoders, not causal maps.")
+        conv_class = EvolvingAttentionGridConv if self.grid else EvolvingAttentionConv
+        self.conv = conv_class(num_heads, config.ea_kernel_size) if self.alpha > 0 else None
         self.activation = EA_ACTIVATIONS[config.ea_activation]()
 
     def forward(
@@ -159,6 +230,7 @@ class EvolvingAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         past_rows: torch.Tensor | None = None,
         use_cache: bool = False,
+        grid_size: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -169,6 +241,7 @@ class EvolvingAttention(nn.Module):
             past_rows: [B, H, k-1, K'] with K' <= K, the last rows of M from earlier decoding steps (query-causal
                 conv with a cache only); None at the first step.
             use_cache: return the rows that the next decoding step's conv reads.
+            grid_size: (h, w), the patch grid of an image's last h * w tokens (needed by the grid conv only).
         Returns:
             E_i [B, H, Q, K], the evolved logits, to be softmaxed with `attention_probabilities` and forwarded; and,
             with `use_cache` on a query-causal conv, the last k-1 rows of M [B, H, k-1, K] (else None).
@@ -185,6 +258,10 @@ class EvolvingAttention(nn.Module):
         mixed = torch.lerp(logits, previous_logits, self.beta) if self.beta else logits
         if self.alpha == 0.0:
             return mixed, None
+        if self.grid:
+            if grid_size is None:
+                raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
+            return torch.lerp(mixed, self.activation(self.conv(mixed, grid_size)), self.alpha), None
         half, above = self.kernel_size // 2, self.kernel_size - 1
         rows = None
         if not self.query_causal:
@@ -246,6 +323,7 @@ def evolving_attention_forward(
     dropout: float = 0.0,
     past_rows: torch.Tensor | None = None,
     use_cache: bool = False,
+    grid_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Eager attention with an EA step between the logits and the softmax; every EA model's attention calls it.
 
@@ -255,7 +333,7 @@ def evolving_attention_forward(
         previous_logits: [B, H, Q, K], the previous layer's evolved logits.
         position_bias: added to the logits before EA (e.g. T5's relative position bias), broadcastable to [B, H, Q, K].
         query_mask, key_mask: [B, Q], [B, K], True at real positions. causal: mask future keys (offset K - Q).
-        past_rows, use_cache: see `EvolvingAttention.forward`.
+        past_rows, use_cache, grid_size: see `EvolvingAttention.forward`.
     Returns:
         output [B, Q, H, D], probabilities [B, H, Q, K] (after EA and dropout), evolved logits [B, H, Q, K] for the
         next layer, and the conv rows to cache (or None).
@@ -270,7 +348,9 @@ def evolving_attention_forward(
                 f"The cache holds EA rows for batch and heads {tuple(past_rows.shape[:2])}, this layer computes "
                 f"{tuple(logits.shape[:2])}: the cache comes from another model or another batch."
             )
-        logits, rows = evolving_attention(logits, previous_logits, query_mask, key_mask, past_rows, use_cache)
+        logits, rows = evolving_attention(
+            logits, previous_logits, query_mask, key_mask, past_rows, use_cache, grid_size
+        )
     probabilities = F.dropout(attention_probabilities(logits, key_mask, causal), p=dropout, training=dropout > 0)
     output = torch.matmul(probabilities, value).transpose(1, 2)
     return output, probabilities, logits, rows
@@ -380,7 +460,7 @@ class EAPreTrainedMixin:
         return "eager"
 
     def _init_weights(self, module):
-        if isinstance(module, EvolvingAttentionConv):
+        if isinstance(module, (EvolvingAttentionConv, EvolvingAttentionGridConv)):
             module.reset_parameters()
         else:
             super()._init_weights(module)

@@ -3,6 +3,8 @@
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -15,6 +17,7 @@ from transformers import (
 from .configuration_ea_bert import EABertConfig
 from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
+from .configuration_ea_vit import EAViTConfig
 from .modeling_ea_bert import (
     EABertForMaskedLM,
     EABertForMultipleChoice,
@@ -25,6 +28,7 @@ from .modeling_ea_bert import (
 )
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model
+from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel
 
 
 AUTO_CLASSES = {
@@ -44,6 +48,11 @@ AUTO_CLASSES = {
     EAMarianConfig: {
         AutoModel: EAMarianModel,
         AutoModelForSeq2SeqLM: EAMarianMTModel,
+    },
+    EAViTConfig: {
+        AutoModel: EAViTModel,
+        AutoModelForImageClassification: EAViTForImageClassification,
+        AutoModelForMaskedImageModeling: EAViTForMaskedImageModeling,
     },
 }
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ea_hf.evolving_attention import EvolvingAttentionConv
+from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
 
 
 BLOCK_EA_HF = textwrap.dedent(
@@ -89,7 +89,7 @@ class EAModelTesterMixin:
         model = model_class(self.make_config(**overrides)).eval()
         with torch.no_grad():  # the conv leaves its identity init, so that tests see a conv that really mixes
             for conv in model.modules():
-                if isinstance(conv, EvolvingAttentionConv):
+                if isinstance(conv, (EvolvingAttentionConv, EvolvingAttentionGridConv)):
                     conv.weight.normal_(std=0.3)
                     conv.bias.normal_(std=0.1)
         return model

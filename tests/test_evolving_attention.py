@@ -1,4 +1,7 @@
-"""Properties of the EA operation itself (EA_SPEC sections 1 and 3), over shapes, kernel sizes and alpha/beta."""
+"""Properties of the EA operation itself (EA_SPEC sections 1 and 3), over shapes, kernel sizes and alpha/beta; and the
+2-D grid conv of image models against a naive 4-D convolution."""
+
+import itertools
 
 import pytest
 import torch
@@ -7,6 +10,7 @@ from hypothesis import strategies as st
 from transformers import PreTrainedConfig
 
 from ea_hf import EABertConfig, EvolvingAttention, attention_probabilities
+from ea_hf.evolving_attention import EvolvingAttentionGridConv
 
 
 def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
@@ -211,3 +215,46 @@ def test_incremental_rows_equal_the_full_computation(kernel_size, causal):
             step_logits = layer_logits[:, :, start:stop, :width]
             evolved, rows[i] = layer(step_logits, evolved, step_queries, step_keys, past_rows=rows[i], use_cache=True)
             torch.testing.assert_close(evolved, full[i][:, :, start:stop, :width], atol=1e-5, rtol=0)
+
+
+def naive_grid_conv(conv, mixed, grid_size):
+    """The zero-padded 4-D convolution over (query row, query column, key row, key column), the first p tokens being
+    isolated points (their only neighbour is themselves, at offset 0), by explicit loops."""
+    (height, width), k = grid_size, conv.kernel_size
+    batch_size, num_heads, num_tokens, _ = mixed.shape
+    prefix, centre = num_tokens - height * width, k // 2
+
+    def neighbour(token, dy, dx):
+        if token < prefix:
+            return token if dy == dx == 0 else None
+        y, x = divmod(token - prefix, width)
+        y, x = y + dy, x + dx
+        return prefix + y * width + x if 0 <= y < height and 0 <= x < width else None
+
+    out = conv.bias[None, :, None, None].expand(batch_size, num_heads, num_tokens, num_tokens).clone()
+    for query, key in itertools.product(range(num_tokens), repeat=2):
+        for a, b, c, d in itertools.product(range(k), repeat=4):
+            q, kk = neighbour(query, a - centre, b - centre), neighbour(key, c - centre, d - centre)
+            if q is not None and kk is not None:
+                out[:, :, query, key] += mixed[:, :, q, kk] @ conv.weight[:, :, a, b, c, d].T
+    return out
+
+
+@pytest.mark.parametrize("prefix, grid_size", [(1, (2, 3)), (0, (3, 2)), (2, (2, 2))])
+def test_grid_conv_is_the_4d_convolution_over_the_patch_grid(prefix, grid_size):
+    torch.manual_seed(0)
+    conv = EvolvingAttentionGridConv(3, 3)
+    assert conv.weight.shape == (3, 3, 3, 3, 3, 3)
+    num_tokens = prefix + grid_size[0] * grid_size[1]
+    mixed = torch.randn(2, 3, num_tokens, num_tokens, dtype=torch.float64)
+    torch.testing.assert_close(conv.double()(mixed, grid_size), mixed)  # identity at init
+    with torch.no_grad():
+        conv.weight.normal_()
+        conv.bias.normal_()
+        torch.testing.assert_close(conv(mixed, grid_size), naive_grid_conv(conv, mixed, grid_size))
+
+
+def test_grid_conv_needs_a_grid_that_fits():
+    conv = EvolvingAttentionGridConv(2, 3)
+    with pytest.raises(ValueError, match="3x3 patch grid"):
+        conv(torch.randn(1, 2, 5, 5), (3, 3))

@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Which EA conv should EA-ViT use by default: raster order (the authors') or the 2-D patch grid? A small ViT trained
+from scratch on Fashion-MNIST, vanilla vs EA-raster vs EA-grid, same data, seeds and budget; validation accuracy
+(a split of the training set, never the test set) and training time.
+
+    .venv/bin/python scripts/vit_conv_study.py --seeds 0 1 2 --output vit_conv_study.json
+
+Reads Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`, `apt-get install dataset-fashion-mnist`)
+or `--data_dir` with the same four idx files.
+"""
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from ea_hf import EAViTConfig, EAViTForImageClassification
+
+
+VARIANTS = {
+    "vanilla": {"ea_encoder": False},
+    "EA raster": {"ea_conv": "raster"},
+    "EA grid": {"ea_conv": "grid"},
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (gzipped or not) as a uint8 array: images [N, 28, 28] or labels [N]."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: `apt-get install dataset-fashion-mnist` or pass --data_dir.")
+    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_split(data_dir: Path, train_size: int, validation_size: int):
+    """A fixed, seeded train/validation split of Fashion-MNIST's training set: images [N, 1, 28, 28] in [-1, 1]."""
+    images = read_idx(data_dir / "train-images-idx3-ubyte.gz")
+    labels = read_idx(data_dir / "train-labels-idx1-ubyte.gz")
+    order = np.random.default_rng(0).permutation(len(images))
+    images = torch.from_numpy(images[order].copy()).float().div(127.5).sub(1.0).unsqueeze(1)
+    labels = torch.from_numpy(labels[order].astype(np.int64))
+    end = train_size + validation_size
+    return (images[:train_size], labels[:train_size]), (images[train_size:end], labels[train_size:end])
+
+
+def train_and_evaluate(overrides: dict, args, train, validation, seed: int) -> dict:
+    torch.manual_seed(seed)
+    config = EAViTConfig(
+        image_size=28, patch_size=4, num_channels=1, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=192, num_labels=10, ea_alpha=args.ea_alpha, ea_beta=args.ea_beta, **overrides,
+    )  # fmt: skip
+    model = EAViTForImageClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.05)
+    steps = args.epochs * (len(train[0]) // args.batch_size)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=steps // 10, num_training_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    model.train()
+    with tqdm(total=steps, desc=f"seed {seed}", leave=False) as progress:
+        for _ in range(args.epochs):
+            order = torch.randperm(len(train[0]), generator=generator)
+            for i in range(len(order) // args.batch_size):
+                batch = order[i * args.batch_size : (i + 1) * args.batch_size]
+                images = train[0][batch]
+                flip = torch.rand(len(batch), generator=generator) < 0.5  # horizontal flips
+                images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+                loss = model(images, labels=train[1][batch]).loss
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                progress.update()
+                progress.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    with torch.inference_mode():
+        predictions = torch.cat([model(chunk).logits.argmax(-1) for chunk in validation[0].split(500)])
+    return {"accuracy": (predictions == validation[1]).float().mean().item(), "train_seconds": seconds}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--train_size", type=int, default=10000)
+    parser.add_argument("--validation_size", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--ea_alpha", type=float, default=0.5)
+    parser.add_argument("--ea_beta", type=float, default=0.5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    train, validation = load_split(args.data_dir, args.train_size, args.validation_size)
+    results = {name: [] for name in VARIANTS}
+    for seed in args.seeds:  # variants interleaved per seed, so that machine load spreads evenly
+        for name, overrides in VARIANTS.items():
+            results[name].append(train_and_evaluate(overrides, args, train, validation, seed))
+            print(f"seed {seed} {name}: {results[name][-1]}", flush=True)
+
+    print(
+        f"\nFashion-MNIST, {args.train_size} training / {args.validation_size} validation images, {args.epochs} "
+        f"epochs, alpha {args.ea_alpha}, beta {args.ea_beta}, seeds {args.seeds}"
+    )
+    summary = {}
+    for name, runs in results.items():
+        accuracies = [run["accuracy"] for run in runs]
+        summary[name] = {
+            "accuracy_mean": statistics.mean(accuracies),
+            "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "train_seconds_mean": statistics.mean(run["train_seconds"] for run in runs),
+            "runs": runs,
+        }
+        print(
+            f"  {name:<10} validation accuracy {summary[name]['accuracy_mean']:.4f} +- "
+            f"{summary[name]['accuracy_std']:.4f}, training {summary[name]['train_seconds_mean']:.0f} s"
+        )
+    if args.output:
+        args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
