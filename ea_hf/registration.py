@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from .configuration_ea_bert import EABertConfig
+from .configuration_ea_dc_transformer import EADCTransformerConfig
 from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
 from .configuration_ea_vit import EAViTConfig
@@ -26,6 +27,7 @@ from .modeling_ea_bert import (
     EABertForTokenClassification,
     EABertModel,
 )
+from .modeling_ea_dc_transformer import EADCTransformerForTimeSeriesClassification, EADCTransformerModel
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model
 from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel
@@ -53,6 +55,11 @@ AUTO_CLASSES = {
         AutoModel: EAViTModel,
         AutoModelForImageClassification: EAViTForImageClassification,
         AutoModelForMaskedImageModeling: EAViTForMaskedImageModeling,
+    },
+    # transformers has no Auto class for time-series classification: sequence classification is the one that fits
+    EADCTransformerConfig: {
+        AutoModel: EADCTransformerModel,
+        AutoModelForSequenceClassification: EADCTransformerForTimeSeriesClassification,
     },
 }
 

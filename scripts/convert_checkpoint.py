@@ -2,6 +2,9 @@
 """Convert a vanilla checkpoint (local folder or Hub id) into an EA checkpoint folder.
 
     python scripts/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base --ea_alpha 0.1 --ea_beta 0.1
+    python scripts/convert_checkpoint.py google/vit-base-patch16-224 ea-vit-base --ea_conv grid
+
+BERT, T5, Marian and ViT checkpoints are supported (ViT: the current and the older parameter names).
 
 The output folder holds the weights (the EA convolutions newly initialised), a config with EA fields and an
 `auto_map` for every head, the code files (so that it loads with `trust_remote_code=True` without ea_hf), and the
@@ -23,6 +26,7 @@ def main(argv=None):
     parser.add_argument("--ea_beta", type=float, help="weight of the previous layer's map (config default if unset)")
     parser.add_argument("--ea_kernel_size", type=int, help="odd kernel size of the EA convolution")
     parser.add_argument("--ea_activation", choices=["relu", "leaky_relu", "gelu", "identity"])
+    parser.add_argument("--ea_conv", choices=["raster", "grid"], help="ViT only: raster-order or 2-D grid conv")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k.startswith("ea_") and v is not None}
     logging.set_verbosity_info()

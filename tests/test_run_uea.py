@@ -1,0 +1,82 @@
+"""`scripts/run_uea.py` end to end on a tiny `.ts` dataset it reads from a folder: every model type, several seeds,
+results files, model selection on validation, resume, and the saved model."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ea_hf import AUTO_CLASSES  # noqa: F401  (registers the EA classes)
+from ea_hf.time_series import TimeSeriesDataset, write_ts
+
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+
+from run_uea import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Two classes told apart by the sign of channel 0; variable lengths 5..9, 2 channels, a missing value."""
+    folder = tmp_path_factory.mktemp("uea")
+    rng = np.random.default_rng(0)
+    for split, size in (("TRAIN", 20), ("TEST", 10)):
+        labels = np.arange(size) % 2
+        series = []
+        for label in labels:
+            case = rng.normal(size=(int(rng.integers(5, 10)), 2)).astype(np.float32)
+            case[:, 0] += 2.0 if label else -2.0
+            series.append(case)
+        series[0][1, 1] = np.nan
+        write_ts(TimeSeriesDataset(series, labels, ["down", "up"]), folder / f"Toy_{split}.ts", "Toy")
+    return folder
+
+
+@pytest.mark.parametrize("model_type", ["ea_dc", "dc", "tst"])
+def test_runs_every_model_type_over_seeds(model_type, data_dir, tmp_path):
+    argv = [
+        "--dataset_name", "Toy", "--data_dir", str(data_dir), "--model_type", model_type, "--seeds", "0", "1",
+        "--num_train_epochs", "3", "--per_device_train_batch_size", "8", "--use_cpu", "true",
+        "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    summary = main(argv)
+    assert summary["model_type"] == model_type and summary["seeds"] == [0, 1]
+    assert 0.0 <= summary["test_accuracy_mean"] <= 1.0 and summary["test_accuracy_std"] >= 0.0
+    saved = json.loads((tmp_path / "all_results.json").read_text())
+    assert saved["test_accuracy_mean"] == summary["test_accuracy_mean"]
+    for seed in (0, 1):
+        run = json.loads((tmp_path / f"seed_{seed}" / "all_results.json").read_text())
+        assert {"eval_loss", "eval_accuracy", "test_accuracy", "train_seconds", "best_checkpoint"} <= run.keys()
+        assert (tmp_path / f"seed_{seed}" / "test_results.json").is_file()
+        # the selected checkpoint is the one with the lowest validation loss of the logged evaluations
+        state = json.loads((Path(run["best_checkpoint"]) / "trainer_state.json").read_text())
+        losses = [log["eval_loss"] for log in state["log_history"] if "eval_loss" in log]
+        assert state["best_metric"] == pytest.approx(min(losses))
+    config = json.loads((tmp_path / "seed_0" / "config.json").read_text())
+    assert config["num_channels"] == 2 and config["id2label"] == {"0": "down", "1": "up"}
+    assert set(config["standardizer"]) == {"mean", "std"}
+    if model_type != "tst":
+        assert config["ea_encoder"] is (model_type == "ea_dc")
+        assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("ForTimeSeriesClassification")
+
+    # a finished seed is not trained again
+    (tmp_path / "seed_1" / "model.safetensors").unlink()
+    assert main(argv)["runs"] == summary["runs"]
+
+
+def test_unknown_model_type_is_refused(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="--model_type must be one of"):
+        main(
+            [
+                "--dataset_name",
+                "Toy",
+                "--data_dir",
+                str(data_dir),
+                "--model_type",
+                "lstm",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
