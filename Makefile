@@ -27,3 +27,13 @@ test: $(INSTALLED)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The local datasets of the fine-tuning scripts, under data/ (scripts/prepare_data.py; each is skipped once built).
+# `verses` reads Debian's SWORD Bibles: as root, `apt-get install -y sword-text-kjv sword-text-sparv` first.
+.PHONY: data
+data: $(INSTALLED)
+	$(PY) -m pip install -q -c constraints.txt -e ".[data]"
+	$(PY) scripts/prepare_data.py rotten_tomatoes
+	$(PY) scripts/prepare_data.py verses
+	$(PY) scripts/prepare_data.py fashion_mnist
+	$(PY) scripts/prepare_data.py uea

@@ -4,13 +4,13 @@ from scratch on Fashion-MNIST, vanilla vs EA-raster vs EA-grid, same data, seeds
 (a split of the training set, never the test set) and training time.
 
     .venv/bin/python scripts/vit_conv_study.py --seeds 0 1 2 --output vit_conv_study.json
+    .venv/bin/python scripts/vit_conv_study.py --step_cost    # cost of a ViT-S/14 training step per variant
 
 Reads Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`, `apt-get install dataset-fashion-mnist`)
 or `--data_dir` with the same four idx files.
 """
 
 import argparse
-import gzip
 import json
 import statistics
 import time
@@ -23,22 +23,14 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ea_hf import EAViTConfig, EAViTForImageClassification
 
+from prepare_data import read_idx
+
 
 VARIANTS = {
     "vanilla": {"ea_encoder": False},
     "EA raster": {"ea_conv": "raster"},
     "EA grid": {"ea_conv": "grid"},
 }
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (gzipped or not) as a uint8 array: images [N, 28, 28] or labels [N]."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: `apt-get install dataset-fashion-mnist` or pass --data_dir.")
-    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def load_split(data_dir: Path, train_size: int, validation_size: int):
@@ -87,6 +79,27 @@ def train_and_evaluate(overrides: dict, args, train, validation, seed: int) -> d
     return {"accuracy": (predictions == validation[1]).float().mean().item(), "train_seconds": seconds}
 
 
+def measure_step_cost(repeats: int = 4) -> dict[str, float]:
+    """Seconds of one training step (forward and backward) of a ViT-S/14 at 224 px, batch 4, per variant,
+    interleaved; medians of `repeats` rounds after a warm-up round, with the ratio to vanilla."""
+    config = dict(
+        image_size=224, patch_size=14, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+        intermediate_size=1536, num_labels=10,
+    )  # fmt: skip
+    models = {name: EAViTForImageClassification(EAViTConfig(**config, **o)) for name, o in VARIANTS.items()}
+    images, labels = torch.randn(4, 3, 224, 224), torch.randint(0, 10, (4,))
+    seconds = {name: [] for name in models}
+    for _ in range(repeats + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(images, labels=labels).loss.backward()
+            seconds[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values[1:]) for name, values in seconds.items()}
+    for name, median in medians.items():
+        print(f"  {name:<10} {median:.2f} s per training step, {median / medians['vanilla']:.2f}x vanilla")
+    return medians
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
@@ -99,7 +112,10 @@ def main(argv=None):
     parser.add_argument("--ea_beta", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--step_cost", action="store_true", help="only time a ViT-S/14 training step per variant")
     args = parser.parse_args(argv)
+    if args.step_cost:
+        return measure_step_cost()
 
     train, validation = load_split(args.data_dir, args.train_size, args.validation_size)
     results = {name: [] for name in VARIANTS}
