@@ -59,7 +59,6 @@ class EADCTransformerConfig(EAConfigMixin, PreTrainedConfig):
     attention_key_fraction: float = 0.125
     attention_value_fraction: float = 0.125
     dropout: float | int = 0.1
-    initializer_range: float = 0.02
     ea_alpha: float | int = 0.3
     ea_beta: float | int = 0.7
     ea_kernel_size: int = 3

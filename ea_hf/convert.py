@@ -22,7 +22,7 @@ def ea_model_class(host_config) -> type:
                 if name in by_name:
                     return by_name[name]
             return models[next(iter(models))]
-    supported = sorted(c.host_model_type for c in AUTO_CLASSES)
+    supported = sorted(c.host_model_type for c in AUTO_CLASSES if c.host_model_type)
     raise ValueError(f"No EA model for model_type `{host_config.model_type}`; supported: {supported}.")
 
 

@@ -450,6 +450,11 @@ class EAPreTrainedMixin:
     # with a token-level loss set it to True and normalise by `num_items_in_batch` themselves.
     accepts_loss_kwargs = False
 
+    def __init__(self, config, *inputs, **kwargs):
+        # values set after the config was built (`from_pretrained(path, ea_alpha=...)`) are checked here
+        validate_evolving_attention_config(config)
+        super().__init__(config, *inputs, **kwargs)
+
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         if requested_attention not in (None, "eager"):
             raise ValueError(

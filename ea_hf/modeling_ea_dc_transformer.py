@@ -151,9 +151,17 @@ class EADCTransformerPreTrainedModel(EAPreTrainedMixin, PreTrainedModel):
     _can_record_outputs = {"hidden_states": EADCBlock, "attentions": OutputRecorder(EADCAttentionConv, index=-1)}
 
     def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, TimeSeriesEmbedding):
+        """PyTorch's default initialisation of Linear and Conv1d layers, as the authors' (and TST's) code has it:
+        transformers' usual normal(0, 0.02) leaves the 1-dimensional attention heads of the default config with
+        logits near zero, that is uniform attention that EA cannot shape."""
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            fan_in = module.weight[0].numel()
+            init.uniform_(module.bias, -(fan_in**-0.5), fan_in**-0.5)
+        elif isinstance(module, TimeSeriesEmbedding):
             init.uniform_(module.position_embeddings, -0.02, 0.02)
+        else:
+            super()._init_weights(module)
 
 
 class EADCTransformerModel(EADCTransformerPreTrainedModel):

@@ -34,7 +34,6 @@ class TSTConfig(PreTrainedConfig):
     num_attention_heads: int = 8
     dim_feedforward: int = 256
     dropout: float | int = 0.1
-    initializer_range: float = 0.02
 
 
 class TSTLayer(nn.Module):

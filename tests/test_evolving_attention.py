@@ -182,6 +182,17 @@ def test_invalid_config_values_raise_value_error(field, value, message):
         EABertConfig(**{field: value})
 
 
+def test_values_set_after_the_config_was_built_are_checked_by_the_model(tmp_path):
+    """`from_pretrained(folder, ea_alpha=...)` sets the value after the config's own checks: the model checks it."""
+    from ea_hf import EABertModel
+
+    EABertModel(
+        EABertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    ).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="ea_alpha"):
+        EABertModel.from_pretrained(tmp_path, ea_alpha=5.0)
+
+
 def test_wrongly_typed_config_value_names_the_field():
     with pytest.raises(Exception, match="ea_alpha"):
         EABertConfig(ea_alpha="high")
