@@ -452,7 +452,8 @@ class EAPreTrainedMixin:
 
     def __init__(self, config, *inputs, **kwargs):
         # values set after the config was built (`from_pretrained(path, ea_alpha=...)`) are checked here
-        validate_evolving_attention_config(config)
+        if isinstance(config, EAConfigMixin):
+            validate_evolving_attention_config(config)
         super().__init__(config, *inputs, **kwargs)
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import torch
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -70,7 +71,7 @@ from finetuning import (
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(datasets.packaged_modules.imagefolder.imagefolder.ImageFolder.EXTENSIONS)
+IMAGE_EXTENSIONS = frozenset(ImageFolder.EXTENSIONS)
 CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults
 CROP_RATIO = (3 / 4, 4 / 3)
 TOP_K = 5
@@ -390,8 +391,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_size = tuple(model_size) if isinstance(model_size, (list, tuple)) else (model_size, model_size)
     interpolate = crop != model_size
     if interpolate:
-        logger.info(f"Images of {crop[0]}x{crop[1]}, model of {model_size[0]}x{model_size[1]}: interpolating the "
-                    "position embeddings (interpolate_pos_encoding=True).")  # fmt: skip
+        logger.info(
+            f"Images of {crop[0]}x{crop[1]}, model of {model_size[0]}x{model_size[1]}: interpolating the position "
+            "embeddings (interpolate_pos_encoding=True)."
+        )
     if data_args.image_size is not None:  # the saved processor prepares images of the size the model was tuned on
         image_processor.size = {"height": data_args.image_size, "width": data_args.image_size}
         if getattr(image_processor, "crop_size", None) is not None:

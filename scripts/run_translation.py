@@ -177,7 +177,6 @@ def load_raw_datasets(data_args, model_args, training_args) -> tuple[datasets.Da
             data_args.dataset_config_name,
             cache_dir=model_args.cache_dir,
             token=model_args.token,
-            trust_remote_code=model_args.trust_remote_code,
         )
     except ConnectionError as error:
         raise ConnectionError(
@@ -219,7 +218,7 @@ def check_translations(raw: datasets.DatasetDict, sources: dict[str, str], langu
         where = sources.get(split, f"{split} data")
         if "translation" not in dataset.column_names:
             raise ValueError(
-                f'The {split} data ({where}) has no `translation` column (columns: {dataset.column_names}): '
+                f"The {split} data ({where}) has no `translation` column (columns: {dataset.column_names}): "
                 'each record should be {"translation": {"<source_lang>": "...", "<target_lang>": "..."}}.'
             )
         if len(dataset) == 0:
@@ -384,7 +383,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return [text.strip() for text in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        predictions = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
         hypotheses, references = decode(predictions), decode(prediction.label_ids)
         generated = np.where(predictions != -100, predictions, tokenizer.pad_token_id)
         return {
