@@ -1,7 +1,30 @@
+import datasets
+import pytest
 import torch
+import transformers
 
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models: a second intra-op thread only adds synchronisation (20x slower and more on a busy
+    2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restore_library_logging():
+    """The scripts' `setup_logging` sets transformers' and datasets' global verbosity and format: put them back."""
+    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
+    yield
+    transformers.utils.logging.set_verbosity(verbosity[0])
+    transformers.utils.logging.reset_format()
+    datasets.utils.logging.set_verbosity(verbosity[1])
 
 
 def pytest_generate_tests(metafunc):

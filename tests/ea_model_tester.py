@@ -81,8 +81,13 @@ class EAModelTesterMixin:
     def make_inputs(self, model_class, labels: bool = False) -> dict:
         raise NotImplementedError
 
+    vanilla_config_class = None  # the host model's config class (BertConfig, ...)
+
     def vanilla_config(self, config):
-        raise NotImplementedError
+        """The host model's config with the same fields, the EA ones dropped."""
+        fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ea_")}
+        fields.pop("model_type"), fields.pop("auto_map")
+        return self.vanilla_config_class(**fields)
 
     def build(self, model_class, **overrides):
         torch.manual_seed(0)

@@ -46,6 +46,7 @@ TINY = dict(
 
 
 class TestEABert(EAModelTesterMixin):
+    vanilla_config_class = BertConfig
     config_class = EABertConfig
     heads = [
         (EABertModel, BertModel),
@@ -59,11 +60,6 @@ class TestEABert(EAModelTesterMixin):
 
     def make_config(self, **overrides):
         return EABertConfig(**{**TINY, **overrides})
-
-    def vanilla_config(self, config):
-        fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ea_")}
-        fields.pop("model_type"), fields.pop("auto_map")
-        return BertConfig(**fields)
 
     def make_inputs(self, model_class, labels=False):
         torch.manual_seed(1)

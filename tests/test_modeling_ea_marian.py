@@ -46,6 +46,7 @@ def build(model_class=EAMarianMTModel, **overrides):
 
 
 class TestEAMarian(EAModelTesterMixin):
+    vanilla_config_class = MarianConfig
     config_class = EAMarianConfig
     heads = [(EAMarianModel, MarianModel), (EAMarianMTModel, MarianMTModel)]
     ea_off = ALL_CHAINS_OFF
@@ -56,11 +57,6 @@ class TestEAMarian(EAModelTesterMixin):
 
     def make_config(self, **overrides):
         return EAMarianConfig(**{**TINY, **overrides})
-
-    def vanilla_config(self, config):
-        fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ea_")}
-        fields.pop("model_type"), fields.pop("auto_map")
-        return MarianConfig(**fields)
 
     def make_inputs(self, model_class, labels=False):
         input_ids, attention_mask = source_batch()

@@ -47,6 +47,7 @@ def build(model_class=EAT5ForConditionalGeneration, **overrides):
 
 
 class TestEAT5(EAModelTesterMixin):
+    vanilla_config_class = T5Config
     config_class = EAT5Config
     heads = [
         (EAT5Model, T5Model),
@@ -62,11 +63,6 @@ class TestEAT5(EAModelTesterMixin):
 
     def make_config(self, **overrides):
         return EAT5Config(**{**TINY, **overrides})
-
-    def vanilla_config(self, config):
-        fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ea_")}
-        fields.pop("model_type"), fields.pop("auto_map")
-        return T5Config(**fields)
 
     def make_inputs(self, model_class, labels=False):
         input_ids, attention_mask = source_batch()

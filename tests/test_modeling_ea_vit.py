@@ -46,6 +46,7 @@ def pixels(batch_size=3, height=32, width=32, seed=1):
 
 
 class TestEAViT(EAModelTesterMixin):
+    vanilla_config_class = ViTConfig
     config_class = EAViTConfig
     heads = [
         (EAViTModel, ViTModel),
@@ -59,11 +60,6 @@ class TestEAViT(EAModelTesterMixin):
 
     def make_config(self, **overrides):
         return EAViTConfig(**{**TINY, "ea_conv": self.conv, **overrides})
-
-    def vanilla_config(self, config):
-        fields = {k: v for k, v in config.to_dict().items() if not k.startswith("ea_")}
-        fields.pop("model_type"), fields.pop("auto_map")
-        return ViTConfig(**fields)
 
     def make_inputs(self, model_class, labels=False):
         inputs = {"pixel_values": pixels()}

@@ -33,6 +33,9 @@ from finetuning import ModelArguments, detect_last_checkpoint, load_model, parse
 from run_glue import DataTrainingArguments, glue_metrics, main, sentence_keys  # noqa: E402
 
 
+pytestmark = pytest.mark.usefixtures("one_thread", "restore_library_logging")
+
+
 POSITIVE = "good great fine wonderful lovely superb".split()
 NEGATIVE = "bad awful poor terrible dull weak".split()
 # one thread a process: the models are tiny, and two threads on a busy 2-core machine can be 100x slower
@@ -42,24 +45,6 @@ SUBPROCESS_ENV = {
 }  # fmt: skip
 # transformers logs to stderr, the scripts to stdout: read them together
 RUN_KWARGS = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=SUBPROCESS_ENV, timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def restore_library_logging():
-    """`setup_logging` sets transformers' and datasets' global verbosity and format: put them back."""
-    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
-    yield
-    transformers.utils.logging.set_verbosity(verbosity[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(verbosity[1])
 
 
 @pytest.fixture(scope="module")

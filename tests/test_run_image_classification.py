@@ -9,7 +9,6 @@ import random
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -30,25 +29,10 @@ from run_image_classification import (  # noqa: E402
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread", "restore_library_logging")
+
+
 CLASSES = ("cat", "dog", "eel", "fox", "gnu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def restore_library_logging():
-    """`setup_logging` sets transformers' and datasets' global verbosity and format: put them back."""
-    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
-    yield
-    transformers.utils.logging.set_verbosity(verbosity[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(verbosity[1])
 
 
 @pytest.fixture(scope="module")

@@ -24,29 +24,14 @@ import run_translation  # noqa: E402
 from run_translation import DataTrainingArguments, main  # noqa: E402
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),
+    pytest.mark.usefixtures("one_thread", "restore_library_logging"),
+]
 
 NOUNS = [("cat", "gato"), ("dog", "perro"), ("house", "casa"), ("river", "río"), ("book", "libro"),
          ("tree", "árbol"), ("friend", "amigo"), ("city", "ciudad")]  # fmt: skip
 VERBS = [("sees", "ve"), ("eats", "come"), ("likes", "quiere"), ("reads", "lee")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def restore_library_logging():
-    """`setup_logging` sets transformers' and datasets' global verbosity and format: put them back."""
-    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
-    yield
-    transformers.utils.logging.set_verbosity(verbosity[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(verbosity[1])
 
 
 def make_pairs(count: int, seed: int) -> list[dict]:

@@ -35,21 +35,15 @@ from ea_hf.pipeline_translation import (
 from ea_model_tester import run_without_ea_hf
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 WORDS = "the a cat dog house green small big runs sees eats old young red blue tree river city man woman bird".split()
 TEXTS = ["the cat sees a dog", "a big green tree", "the old man runs to the river city", "red bird"]
 PAD, EOS, UNK = 0, 1, 2
 STD = 0.3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: a second intra-op thread only adds synchronisation (20x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
