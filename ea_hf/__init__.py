@@ -1,6 +1,7 @@
 """ea-hf: evolving attention (Wang et al., TPAMI 2023) for Hugging Face Transformers.
 
-Importing `ea_hf` registers every EA config and model with transformers' Auto classes.
+Importing `ea_hf` registers every EA config and model with transformers' Auto classes, and the `translation` and
+`time-series-classification` pipelines with `transformers.pipeline`.
 """
 
 from .configuration_ea_bert import EABertConfig
@@ -9,6 +10,14 @@ from .configuration_ea_marian import EAMarianConfig
 from .configuration_ea_t5 import EAT5Config
 from .configuration_ea_vit import EAViTConfig
 from .convert import convert_checkpoint
+from .custom_pipelines import (
+    register_pipeline,
+    register_time_series_pipeline,
+    register_translation_pipeline,
+    save_pipeline,
+    save_time_series_pipeline,
+    save_translation_pipeline,
+)
 from .evolving_attention import (
     EvolvingAttention,
     EvolvingAttentionCache,
@@ -33,7 +42,8 @@ from .modeling_ea_dc_transformer import (
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel, EAMarianPreTrainedModel
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
 from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel, EAViTPreTrainedModel
-from .pipeline_translation import TranslationPipeline, register_translation_pipeline, save_translation_pipeline
+from .pipeline_time_series import TimeSeriesClassificationPipeline
+from .pipeline_translation import TranslationPipeline
 from .registration import AUTO_CLASSES, register_auto_classes
 
 
@@ -41,6 +51,7 @@ __version__ = "0.1.0"
 
 register_auto_classes()
 register_translation_pipeline()
+register_time_series_pipeline()
 
 __all__ = [
     "AUTO_CLASSES",
@@ -72,10 +83,16 @@ __all__ = [
     "EAViTModel",
     "EAViTPreTrainedModel",
     "EvolvingAttention",
-    "TranslationPipeline",
     "EvolvingAttentionCache",
+    "TimeSeriesClassificationPipeline",
+    "TranslationPipeline",
     "attention_probabilities",
     "convert_checkpoint",
+    "register_pipeline",
+    "register_time_series_pipeline",
+    "register_translation_pipeline",
+    "save_pipeline",
+    "save_time_series_pipeline",
     "save_translation_pipeline",
     "validate_evolving_attention_config",
 ]

@@ -2,20 +2,20 @@
 
 `pipeline("translation", ...)` raises KeyError in transformers 5.24. This module brings it back in two ways:
 
-- in-process: `register_translation_pipeline()` registers `TranslationPipeline` for the task (and lifts the task's
-  removal), after which `pipeline("translation", model=model, tokenizer=tokenizer)` works;
-- as remote code: `save_translation_pipeline(model, tokenizer, folder)` (or `pipe.save_pretrained(folder)`) writes the
-  model, the tokenizer, this file, and `custom_pipelines` in config.json, so that
+- in-process: `ea_hf.register_translation_pipeline()` (run when the package is imported) registers
+  `TranslationPipeline` for the task (and lifts the task's removal), after which
+  `pipeline("translation", model=model, tokenizer=tokenizer)` works;
+- as remote code: `ea_hf.save_translation_pipeline(model, tokenizer, folder)` (or `pipe.save_pretrained(folder)`)
+  writes the model, the tokenizer, this file, and `custom_pipelines` in config.json, so that
   `pipeline("translation", model=folder, trust_remote_code=True)` works where this package is not installed.
+
+Registering and saving live in `ea_hf/custom_pipelines.py`, which is not copied into folders.
 
 This module is copied into saved folders as remote code: it must import only torch and transformers (no package
 imports, absolute or relative).
 """
 
-import json
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
@@ -25,6 +25,8 @@ from transformers.utils import ModelOutput, logging
 logger = logging.get_logger(__name__)
 
 TASK = "translation"
+PIPELINE_TYPE = "text"
+AUTO_MODEL_CLASS = AutoModelForSeq2SeqLM
 OUTPUT_KEY = "translation_text"
 TOKEN_IDS_KEY = "translation_token_ids"
 
@@ -101,6 +103,8 @@ class TranslationPipeline(Pipeline):
     _pipeline_calls_generate = True
     # Used only where neither the call nor the model's generation config sets them
     _default_generation_config = GenerationConfig(max_new_tokens=256)
+    # Set by `ea_hf.custom_pipelines.register_pipeline` where ea_hf is installed; None in a remote copy.
+    _save_pipeline = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -264,93 +268,23 @@ class TranslationPipeline(Pipeline):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
         """Save the model, the tokenizer and this pipeline's code, so that the folder loads with
-        `pipeline("translation", model=save_directory, trust_remote_code=True)`."""
-        save_translation_pipeline(self.model, self.tokenizer, save_directory, **kwargs)
+        `pipeline("translation", model=save_directory, trust_remote_code=True)`.
+
+        Where ea_hf is installed this is `ea_hf.save_translation_pipeline`; a remote copy saves with transformers' own
+        code for registered custom pipelines (the config's `custom_pipelines` is set for the save only)."""
+        if self._save_pipeline is not None:
+            self._save_pipeline(type(self), self.model, self.tokenizer, save_directory, **kwargs)
+            return
+        type(self)._registered_impl = {TASK: {"impl": type(self), "pt": (AUTO_MODEL_CLASS,), "type": PIPELINE_TYPE}}
+        config = self.model.config
+        previous = config.__dict__.get("custom_pipelines")
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            if previous is None:
+                config.__dict__.pop("custom_pipelines", None)
+            else:
+                config.custom_pipelines = previous
 
 
-def custom_pipelines_entry() -> dict:
-    """The `custom_pipelines` entry of config.json that points `pipeline("translation", ...)` at this file's class."""
-    return {
-        TASK: {
-            "impl": f"{__name__.split('.')[-1]}.{TranslationPipeline.__name__}",
-            "pt": [AutoModelForSeq2SeqLM.__name__],
-            "type": "text",
-        }
-    }
-
-
-def register_translation_pipeline() -> None:
-    """Make `transformers.pipeline("translation", model=..., tokenizer=...)` build a `TranslationPipeline`.
-
-    transformers 5.24 lists "translation" among its removed tasks and raises KeyError before it looks at registered
-    ones, so the task's entry is also taken out of that list. Calling it again does nothing.
-    """
-    from transformers import pipelines
-
-    if pipelines.PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is not TranslationPipeline:
-        pipelines.PIPELINE_REGISTRY.register_pipeline(
-            TASK, pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM, default=None, type="text"
-        )
-    removed_tasks = getattr(pipelines, "REMOVED_TASKS", None)
-    if isinstance(removed_tasks, dict):
-        removed_tasks.pop(TASK, None)
-
-
-def save_translation_pipeline(model, tokenizer, folder: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write a folder that `pipeline("translation", model=folder, trust_remote_code=True)` loads anywhere: the model
-    (its own remote code too, if it has some), the tokenizer, this file as `pipeline_translation.py`, and
-    `custom_pipelines` in config.json. `kwargs` go to both `save_pretrained` calls. Returns the folder.
-
-    The model's config gets `custom_pipelines` only for the save: it is restored afterwards, so that a later plain
-    `model.save_pretrained` doesn't write an entry whose code file is missing.
-    """
-    if tokenizer is None:
-        raise ValueError("save_translation_pipeline needs a tokenizer: the pipeline cannot run without one.")
-    folder = Path(folder)
-    if folder.is_file():
-        raise ValueError(f"{folder} is a file, not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-
-    config = model.config
-    had_entry = "custom_pipelines" in config.__dict__
-    previous = config.__dict__.get("custom_pipelines")
-    config.custom_pipelines = {**(previous or {}), **custom_pipelines_entry()}
-    try:
-        model.save_pretrained(folder, **kwargs)
-    finally:
-        if had_entry:
-            config.custom_pipelines = previous
-        else:
-            del config.custom_pipelines
-    tokenizer.save_pretrained(folder, **kwargs)
-    code_file = Path(__file__)
-    destination = folder / f"{__name__.split('.')[-1]}.py"
-    if code_file.resolve() != destination.resolve():
-        shutil.copyfile(code_file, destination)
-
-    with open(folder / "config.json", encoding="utf-8") as f:  # read back as JSON: no class lookup, no remote code
-        saved = json.load(f)
-    entry = saved.get("custom_pipelines", {}).get(TASK)
-    if entry != custom_pipelines_entry()[TASK] or not destination.is_file():
-        raise RuntimeError(f"Saving the translation pipeline to {folder} failed: config.json has {entry!r}")
-    model_class = type(model)
-    if not model_class.__module__.startswith("transformers.") and (
-        AutoModelForSeq2SeqLM.__name__ not in (saved.get("auto_map") or {})
-    ):
-        logger.warning(
-            f"{model_class.__name__} is not a transformers model and config.json has no auto_map entry for"
-            f" {AutoModelForSeq2SeqLM.__name__}: {folder} loads only where the package that registers it is imported"
-            f" (call `{model_class.__name__}.register_for_auto_class('{AutoModelForSeq2SeqLM.__name__}')` before"
-            " saving to ship its code too)."
-        )
-    return folder
-
-
-__all__ = [
-    "LANGUAGE_NAMES",
-    "TranslationPipeline",
-    "custom_pipelines_entry",
-    "language_name",
-    "register_translation_pipeline",
-    "save_translation_pipeline",
-]
+__all__ = ["LANGUAGE_NAMES", "TranslationPipeline", "language_name"]

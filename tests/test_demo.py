@@ -12,6 +12,9 @@ sys.path.insert(0, str(SCRIPTS))
 from rotten_tomatoes import load_rotten_tomatoes  # noqa: E402
 
 
+NAME = "ea-minilm-l6-rotten-tomatoes"
+
+
 def test_rotten_tomatoes_split_is_fixed_balanced_and_disjoint():
     data = load_rotten_tomatoes(seed=42)
     assert {split: len(data[split]) for split in data} == {"train": 6824, "validation": 853, "test": 853}
@@ -24,20 +27,25 @@ def test_rotten_tomatoes_split_is_fixed_balanced_and_disjoint():
     assert not train & set(data["test"]["sentence"]) and not train & set(data["validation"]["sentence"])
 
 
-def test_demo_end_to_end_on_a_slice(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "demo.py"), "--output_dir", str(tmp_path), "--max_train_samples", "64"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "EA - vanilla" in result.stdout
-    results = json.loads((tmp_path / "demo_results.json").read_text())
+def test_demo_end_to_end_on_a_slice_then_reuses_the_build(tmp_path):
+    command = [sys.executable, str(SCRIPTS / "demo.py"), "--output_dir", str(tmp_path), "--max_train_samples", "64"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "EA - vanilla" in first.stdout and "smoke run" in first.stdout and "Hub folder, verified" in first.stdout
+    results = json.loads((tmp_path / "runs" / NAME / "results.json").read_text())
     for model in ("vanilla", "ea"):
         assert 0 <= results[model]["validation_accuracy"] <= 1 and 0 <= results[model]["test_accuracy"] <= 1
-    assert results["ea"]["model_class"] == "EABertForSequenceClassification"
-    assert len(results["pipeline_examples"]) == 4
-    folder = tmp_path / "ea-minilm-l6-rotten-tomatoes"
+    assert f"{results['ea']['test_accuracy']:>8.4f}" in first.stdout
+    folder = tmp_path / NAME
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "ea_bert" and "AutoModelForSequenceClassification" in config["auto_map"]
-    assert {"modeling_ea_bert.py", "tokenizer.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    assert {"modeling_ea_bert.py", "tokenizer.json", "model.safetensors", "README.md"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert sum(line.startswith(("  negative", "  positive")) for line in first.stdout.splitlines()) == 4
+
+    trained = (tmp_path / "runs" / NAME / "ea.done").stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "is built, skipped" in again.stderr and (tmp_path / "runs" / NAME / "ea.done").stat().st_mtime_ns == trained
+    assert again.stdout.split("Hub folder")[0] == first.stdout.split("Hub folder")[0]  # same table

@@ -18,10 +18,9 @@ from transformers import MarianConfig, MarianMTModel, T5Config, T5ForConditional
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from train_tokenizers import train_marian_tokenizer, train_t5_tokenizer  # noqa: E402
-
 import run_translation  # noqa: E402
 from run_translation import DataTrainingArguments, main  # noqa: E402
+from train_tokenizers import train_marian_tokenizer, train_t5_tokenizer  # noqa: E402
 
 
 pytestmark = [

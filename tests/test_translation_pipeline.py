@@ -26,11 +26,8 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ea_hf import EAMarianConfig, EAMarianMTModel, EAT5Config, EAT5ForConditionalGeneration, pipeline_translation
-from ea_hf.pipeline_translation import (
-    TranslationPipeline,
-    register_translation_pipeline,
-    save_translation_pipeline,
-)
+from ea_hf.custom_pipelines import register_translation_pipeline, save_translation_pipeline
+from ea_hf.pipeline_translation import TranslationPipeline
 
 from ea_model_tester import run_without_ea_hf
 

