@@ -30,6 +30,13 @@ clean-venv:
 
 # The local datasets of the fine-tuning scripts, under data/ (scripts/prepare_data.py; each is skipped once built).
 # `verses` reads Debian's SWORD Bibles: as root, `apt-get install -y sword-text-kjv sword-text-sparv` first.
+# The six pretrained EA checkpoints with their vanilla twins and model cards, under checkpoints/ (build_checkpoints.py;
+# resumable: run it again after an interruption). Needs the `data` extra and Debian's SWORD Bibles, as `data` does.
+.PHONY: checkpoints
+checkpoints: $(INSTALLED)
+	$(PY) -m pip install -q -c constraints.txt -e ".[data]"
+	$(PY) scripts/build_checkpoints.py --parallel
+
 .PHONY: data
 data: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[data]"

@@ -11,6 +11,7 @@ ratios last. Weights are random: speed does not depend on them, and the EA model
 """
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -48,7 +49,7 @@ def build_models(name: str, quick: bool) -> dict[str, torch.nn.Module]:
     ea = ea_class(ea_config).eval()
     vanilla_sdpa = vanilla_class(vanilla_config).eval()
     vanilla_sdpa.load_state_dict(ea.state_dict(), strict=False)
-    vanilla_eager = vanilla_class(vanilla_config).eval()
+    vanilla_eager = vanilla_class(copy.deepcopy(vanilla_config)).eval()  # its own config: sdpa's stays sdpa
     vanilla_eager.load_state_dict(ea.state_dict(), strict=False)
     vanilla_eager.set_attn_implementation("eager")
     return {"vanilla sdpa": vanilla_sdpa, "vanilla eager": vanilla_eager, "EA cached": ea, "EA uncached": ea}

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -385,7 +386,7 @@ def assemble_vit(work: Path, folder: Path, results: dict) -> list[dict]:
     classifier = pipeline("image-classification", model=str(folder), device="cpu")
     widget = []
     for path in paths[:: TEST_IMAGES_PER_CLASS * 3][:3]:  # three classes
-        name = f"{path.parent.name.lower()}.png"
+        name = re.sub(r"[^a-z0-9]+", "-", path.parent.name.lower()) + ".png"  # "T-shirt_top" -> "t-shirt-top.png"
         shutil.copy2(path, examples / name)
         widget.append({"src": f"examples/{name}", "output": rounded(classifier(str(examples / name), top_k=3))})
     return widget
@@ -627,6 +628,34 @@ def build(
     return folder
 
 
+def summary_table(output_dir: Path) -> str:
+    """A Markdown table of the built checkpoints under `output_dir` (headline metric of each, EA beside its twin,
+    training times), from their `runs/NAME/results.json`."""
+    lines = [
+        "| checkpoint | task | metric | vanilla twin | EA | EA - vanilla | training time EA / twin |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, checkpoint in CHECKPOINTS.items():
+        path = Path(output_dir) / "runs" / name / "results.json"
+        if not path.is_file():
+            continue
+        results = json.loads(path.read_text())
+        key, metric, *_ = model_cards.CARDS[name]["metrics"][0]
+        ea, vanilla = results["ea"][key], results["vanilla"][key]
+        smoke = " (smoke build)" if results.get("smoke") else ""
+        times = " / ".join(
+            model_cards.duration(results["training"][twin]["wall_seconds"])
+            if twin in results.get("training", {})
+            else "-"
+            for twin in ("ea", "vanilla")
+        )
+        lines.append(
+            f"| `{name}`{smoke} | {checkpoint.task} | {metric} | {model_cards.fmt(vanilla)} | {model_cards.fmt(ea)} | "
+            f"{model_cards.fmt(ea - vanilla, '+')} | {times} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(CHECKPOINTS)}")
@@ -639,10 +668,14 @@ def main(argv=None) -> list[Path]:
         "--max_train_samples", type=int, help="smoke build: fewer training examples (said in the card)"
     )
     parser.add_argument("--num_train_epochs", type=float, help="smoke build: fewer epochs (said in the card)")
+    parser.add_argument("--summary", action="store_true", help="print a Markdown table of the built checkpoints, only")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(CHECKPOINTS))
     if unknown:
         parser.error(f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(CHECKPOINTS)}")
+    if args.summary:
+        print(summary_table(args.output_dir))
+        return []
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     names = args.names or list(CHECKPOINTS)
     folders = []

@@ -72,6 +72,14 @@ def test_card_holds_the_measured_results(built):
     assert "trust_remote_code=True" in text and "@article{wang2023evolving" in text
 
 
+def test_summary_table_lists_the_build(built):
+    output_dir, _ = built
+    results = json.loads((output_dir / "runs" / NAME / "results.json").read_text())
+    rows = [line for line in build_checkpoints.summary_table(output_dir).splitlines() if NAME in line]
+    assert len(rows) == 1 and "(smoke build)" in rows[0]
+    assert f"| {results['vanilla']['test_accuracy']:.4f} | {results['ea']['test_accuracy']:.4f} |" in rows[0]
+
+
 def test_build_resumes_and_force_rebuilds_only_the_folder(built):
     output_dir, folder = built
     runs = output_dir / "runs" / NAME

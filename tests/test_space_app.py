@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_pipelines import save_tiny, save_tiny_vit
-from test_translation_pipeline import ea_marian, marian, spm_files  # noqa: F401  (fixtures: the tiny EA-Marian)
 from transformers import AutoModel, AutoTokenizer, pipeline
 
 import ea_hf
@@ -27,6 +25,8 @@ from ea_hf import (
 )
 
 from ea_model_tester import BLOCK_EA_HF
+from test_pipelines import save_tiny, save_tiny_vit
+from test_translation_pipeline import ea_marian, marian, spm_files  # noqa: F401  (fixtures: the tiny EA-Marian)
 
 
 pytest.importorskip("gradio")  # the app, in the server process

@@ -1,0 +1,486 @@
+#!/usr/bin/env python
+"""EA vs vanilla transformers, side by side: same architecture and weights, interleaved in one run (issue 8).
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark.py                 # the issue's cases on the CPU
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark.py --quick --threads 1    # a CI smoke run: seconds
+    .venv/bin/python scripts/benchmark.py --cases bert-forward-b8-l128 --device cuda --dtype bfloat16
+
+Every case runs three variants of one model: vanilla transformers with eager attention, vanilla with sdpa, and EA
+(the vanilla weights plus the EA convs at their init). Before timing, `--check` (on by default) proves that they share
+their weights: EA switched off (`ea_alpha = ea_beta = 0`, the EA model's weights) must give vanilla eager's logits,
+and vanilla sdpa must give them to its rounding. Then the variants of a case run in turn, in an order that rotates
+every round, `--warmup` rounds first; the medians of `--repeats` rounds are reported, with the ratios EA / vanilla
+eager and EA / vanilla sdpa and the issue's targets last. Weights are random (`torch.manual_seed(0)`): speed does not
+depend on them.
+
+Cases: BERT-base (`BertConfig()`, a sequence-classification head) forward and training step (forward, backward,
+AdamW step) at batch 8 x length 128 and batch 2 x length 512; ViT-base (`ViTConfig()`) forward at 224 x 224;
+opus-mt-size Marian greedy cached generation of 64 tokens from a 32-token source (`benchmark_generation`'s models).
+
+Peak memory is measured on one more run of each variant after the timed ones: the tensor bytes live before it that
+belong to the variant (weights, buffers, optimizer state, inputs; not the other variants' models) plus the highest
+rise of allocated tensor bytes during the run ("step MiB"). On CUDA the rise is `torch.cuda.max_memory_allocated`
+minus `memory_allocated` before; the CPU allocator keeps no such statistics, so there the rise is the peak of the
+running sum of every allocation and free that torch's profiler records (`profile_memory=True`), in time order. Both
+count tensor bytes exactly and the same way for every variant, unlike the process's RSS, whose high-water mark
+(`ru_maxrss`) never falls after the warm-up and whose pages glibc keeps after frees; neither counts allocator
+fragmentation or non-tensor memory.
+"""
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import transformers
+from torch.profiler import ProfilerActivity, profile
+from tqdm.auto import tqdm
+from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
+
+import ea_hf
+
+import benchmark_generation
+
+
+# kineto prints a line at every profiler start and stop (the CPU memory measurement), through the progress bar
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+VARIANTS = ("vanilla eager", "vanilla sdpa", "EA")
+SOURCE_LENGTH = 32  # Marian's source tokens
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark. `length`: tokens per sequence (bert), image side in pixels (vit), or new tokens (marian)."""
+
+    family: str  # "bert", "vit" or "marian"
+    task: str  # "forward", "train" or "generate"
+    batch_size: int
+    length: int
+
+
+CASES = {
+    "bert-forward-b8-l128": Case("bert", "forward", 8, 128),
+    "bert-train-b8-l128": Case("bert", "train", 8, 128),
+    "bert-forward-b2-l512": Case("bert", "forward", 2, 512),
+    "bert-train-b2-l512": Case("bert", "train", 2, 512),
+    "vit-forward-b8-224": Case("vit", "forward", 8, 224),
+    "marian-generate-64": Case("marian", "generate", 1, 64),
+}
+QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
+    "bert-forward-b8-l128": (2, 32),
+    "bert-train-b8-l128": (2, 32),
+    "bert-forward-b2-l512": (1, 64),
+    "bert-train-b2-l512": (1, 64),
+    "vit-forward-b8-224": (2, 32),
+    "marian-generate-64": (1, 8),
+}
+HOSTS = {  # family: vanilla head, its config class (whose defaults are the base size), EA head
+    "bert": (BertForSequenceClassification, BertConfig, ea_hf.EABertForSequenceClassification),
+    "vit": (ViTForImageClassification, ViTConfig, ea_hf.EAViTForImageClassification),
+}
+QUICK_SIZES = {  # Marian's come from benchmark_generation.QUICK
+    "bert": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+    "vit": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
+                patch_size=8),
+}  # fmt: skip
+# EA / vanilla eager on the issue's 2-core CPU: (case, metric, limit)
+TARGETS = [
+    ("bert-forward-b8-l128", "time", 1.10),
+    ("bert-train-b8-l128", "time", 1.15),
+    ("bert-forward-b8-l128", "peak_memory", 1.15),
+    ("bert-train-b8-l128", "peak_memory", 1.15),
+    ("bert-forward-b2-l512", "time", 1.15),
+]
+CHECK_ATOL = {"EA off": 1e-5, "vanilla sdpa": 1e-4}  # max |logits - vanilla eager's|
+
+
+def load_shared_weights(model: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
+    """Load `source`'s weights into `model`: only EA conv weights may be missing on either side."""
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    others = [name for name in missing + unexpected if ".evolving_attention.conv." not in name]
+    if others:
+        raise RuntimeError(f"{type(model).__name__} and {type(source).__name__} differ beyond the EA convs: {others}")
+    return model
+
+
+def ea_twin(model: torch.nn.Module, ea_class: type, **ea_config) -> torch.nn.Module:
+    """An `ea_class` model (in eval mode) from `model`'s config plus `ea_config`, with `model`'s weights."""
+    config = ea_class.config_class(**{**model.config.to_dict(), **ea_config})
+    return load_shared_weights(ea_class(config).eval(), model)
+
+
+def build_models(family: str, quick: bool) -> dict[str, torch.nn.Module]:
+    """The variants of a family, `VARIANTS` order, on the CPU in float32 and eval mode, with the same weights."""
+    if family == "marian":
+        built = benchmark_generation.build_models("marian", quick)
+        models = {variant: built["EA cached" if variant == "EA" else variant] for variant in VARIANTS}
+    else:
+        vanilla_class, config_class, ea_class = HOSTS[family]
+        torch.manual_seed(0)
+        eager = vanilla_class(config_class(**(QUICK_SIZES[family] if quick else {}))).eval()
+        eager.set_attn_implementation("eager")
+        sdpa = copy.deepcopy(eager)  # its own config too: the attention implementation is a config field
+        sdpa.set_attn_implementation("sdpa")
+        models = {"vanilla eager": eager, "vanilla sdpa": sdpa, "EA": ea_twin(eager, ea_class)}
+    implementations = {variant: model.config._attn_implementation for variant, model in models.items()}
+    if implementations != {"vanilla eager": "eager", "vanilla sdpa": "sdpa", "EA": "eager"}:
+        raise RuntimeError(f"{family}: the variants use attention implementations {implementations}.")
+    return models
+
+
+def check_inputs(family: str, config) -> dict[str, torch.Tensor]:
+    """A small batch for `check_shared_weights`: 2 sequences of 16 tokens (Marian: 8 target tokens), or 2 images."""
+    torch.manual_seed(2)
+    if family == "vit":
+        return {"pixel_values": torch.randn(2, config.num_channels, config.image_size, config.image_size)}
+    tokens = torch.randint(2, config.vocab_size - 1, (2, 16))
+    return {"input_ids": tokens, "decoder_input_ids": tokens[:, :8]} if family == "marian" else {"input_ids": tokens}
+
+
+def check_shared_weights(models: dict[str, torch.nn.Module], family: str) -> dict[str, float]:
+    """Raise unless EA switched off (`ea_alpha = ea_beta = 0`, with the EA model's weights) and vanilla sdpa give
+    vanilla eager's logits, within `CHECK_ATOL`. Returns the max |difference| of each. Models in float32, eval mode."""
+    ea = models["EA"]
+    others = {"EA off": ea_twin(ea, type(ea), ea_alpha=0.0, ea_beta=0.0), "vanilla sdpa": models["vanilla sdpa"]}
+    inputs = check_inputs(family, ea.config)
+    with torch.inference_mode():
+        expected = models["vanilla eager"](**inputs).logits
+        differences = {name: (model(**inputs).logits - expected).abs().max().item() for name, model in others.items()}
+    for name, difference in differences.items():
+        if not difference <= CHECK_ATOL[name]:
+            raise RuntimeError(
+                f"{family}: {name} gives logits {difference:.2e} away from vanilla eager's (at most "
+                f"{CHECK_ATOL[name]:.0e}): the variants do not share their weights."
+            )
+    return differences
+
+
+def make_inputs(case: Case, config) -> dict[str, torch.Tensor]:
+    """bert: `input_ids` and `attention_mask` [B, L] (no padding), `labels` [B] to train; vit: `pixel_values`
+    [B, C, L, L]; marian: `input_ids` [B, SOURCE_LENGTH]."""
+    torch.manual_seed(1)
+    batch_size, length = case.batch_size, case.length
+    if case.family == "vit":
+        return {"pixel_values": torch.randn(batch_size, config.num_channels, length, length)}
+    if case.family == "marian":
+        return {"input_ids": torch.randint(2, config.vocab_size - 1, (batch_size, SOURCE_LENGTH))}
+    inputs = {
+        "input_ids": torch.randint(1, config.vocab_size, (batch_size, length)),
+        "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+    }
+    if case.task == "train":
+        inputs["labels"] = torch.randint(0, config.num_labels, (batch_size,))
+    return inputs
+
+
+def make_step(case: Case, model: torch.nn.Module, inputs: dict) -> tuple[Callable[[], None], Callable[[], list]]:
+    """A callable that runs the case once on `model`, and one that lists the tensors the step keeps between runs
+    beyond the model's own (the optimizer state, which exists after the first run)."""
+    if case.task == "train":
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step():
+            model(**inputs).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        def kept():
+            return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+        return step, kept
+    model.eval()
+    if case.task == "forward":
+
+        @torch.inference_mode()
+        def step():
+            model(**inputs)
+
+    else:
+        generation = dict(max_new_tokens=case.length, min_new_tokens=case.length, do_sample=False, num_beams=1)
+
+        @torch.inference_mode()
+        def step():
+            output = model.generate(**inputs, **generation)
+            if output.shape[1] != case.length + 1:
+                raise RuntimeError(f"generate() returned {output.shape[1] - 1} tokens, not {case.length}.")
+
+    return step, lambda: []
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rise(step: Callable[[], None], device: torch.device) -> int:
+    """The highest rise of allocated tensor bytes on `device` during `step()` above what was allocated before it."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):  # stable: same-time events keep their order
+        if event.device_type() == torch.autograd.DeviceType.CPU:
+            live += event.nbytes()
+            peak = max(peak, live)
+    return peak
+
+
+def tensor_bytes(tensors) -> int:
+    """The bytes of the distinct storages behind `tensors` (tied weights count once)."""
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def run_case(case: Case, models: dict, args, device: torch.device, progress: tqdm) -> dict:
+    """Time the variants interleaved, measure their peak memory, and return the case's results."""
+    dtype = getattr(torch, args.dtype)
+    inputs = make_inputs(case, models["EA"].config)
+    inputs = {k: v.to(device, dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+    steps = {variant: make_step(case, models[variant], inputs) for variant in VARIANTS}
+    seconds = {variant: [] for variant in VARIANTS}
+    for round_index in range(-args.warmup, args.repeats):  # warm-up rounds are negative
+        shift = round_index % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            synchronize(device)
+            start = time.perf_counter()
+            steps[variant][0]()
+            synchronize(device)
+            if round_index >= 0:
+                seconds[variant].append(time.perf_counter() - start)
+            progress.update()
+    variants = {}
+    for variant in VARIANTS:
+        step, kept = steps[variant]
+        model = models[variant]
+        resident = tensor_bytes([*model.parameters(), *model.buffers(), *inputs.values(), *kept()])
+        rise = peak_rise(step, device)
+        median = statistics.median(seconds[variant])
+        variants[variant] = {
+            "seconds": seconds[variant],
+            "median_s": median,
+            "peak_bytes": resident + rise,
+            "step_bytes": rise,
+        }
+        progress.update()
+    del steps
+    gc.collect()
+    ratios = {}
+    for reference in ("vanilla eager", "vanilla sdpa"):
+        ratios[f"EA / {reference}"] = {
+            "time": variants["EA"]["median_s"] / variants[reference]["median_s"],
+            "peak_memory": variants["EA"]["peak_bytes"] / variants[reference]["peak_bytes"],
+        }
+    return {**asdict(case), "variants": variants, "ratios": ratios}
+
+
+def evaluate_targets(cases: dict) -> list[dict]:
+    """The issue's targets among the cases run: EA / vanilla eager against the limit, EA / vanilla sdpa beside it."""
+    targets = []
+    for name, metric, limit in TARGETS:
+        if name in cases:
+            ratios = cases[name]["ratios"]
+            ratio = ratios["EA / vanilla eager"][metric]
+            targets.append(
+                {
+                    "case": name,
+                    "metric": metric,
+                    "limit": limit,
+                    "EA / vanilla eager": ratio,
+                    "EA / vanilla sdpa": ratios["EA / vanilla sdpa"][metric],
+                    "pass": ratio <= limit,
+                }
+            )
+    return targets
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """HEAD's hash, with " (modified)" when the working tree differs from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + (" (modified)" if status.stdout.strip() else "")
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "ea_hf": ea_hf.__version__,
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+
+
+def markdown_table(cases: dict) -> list[str]:
+    """One row per case and variant: median ms and peak MiB, each also as a ratio to vanilla eager and sdpa."""
+    lines = [
+        "| case | variant | median ms | ms / eager | ms / sdpa | peak MiB | peak / eager | peak / sdpa | step MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, case in cases.items():
+        variants = case["variants"]
+        eager, sdpa = variants["vanilla eager"], variants["vanilla sdpa"]
+        for variant, result in variants.items():
+            lines.append(
+                f"| {name} | {variant} | {1000 * result['median_s']:.2f} | "
+                f"{result['median_s'] / eager['median_s']:.3f} | {result['median_s'] / sdpa['median_s']:.3f} | "
+                f"{result['peak_bytes'] / 2**20:.1f} | {result['peak_bytes'] / eager['peak_bytes']:.3f} | "
+                f"{result['peak_bytes'] / sdpa['peak_bytes']:.3f} | {result['step_bytes'] / 2**20:.1f} |"
+            )
+    return lines
+
+
+def summary_lines(cases: dict, targets: list[dict]) -> list[str]:
+    """The EA ratios of every case, then the targets with PASS/FAIL."""
+    lines = []
+    for name, case in cases.items():
+        ratios = case["ratios"]
+        lines.append(
+            f"- {name}: EA / vanilla eager: time {ratios['EA / vanilla eager']['time']:.3f}, peak memory "
+            f"{ratios['EA / vanilla eager']['peak_memory']:.3f}; EA / vanilla sdpa: time "
+            f"{ratios['EA / vanilla sdpa']['time']:.3f}, peak memory {ratios['EA / vanilla sdpa']['peak_memory']:.3f}"
+        )
+    lines += ["", "Targets (EA / vanilla eager, on the issue's 2-core CPU):", ""]
+    for target in targets:
+        lines.append(
+            f"- {target['case']} {target['metric'].replace('_', ' ')}: {target['EA / vanilla eager']:.3f} <= "
+            f"{target['limit']:.2f} {'PASS' if target['pass'] else 'FAIL'} "
+            f"(EA / vanilla sdpa {target['EA / vanilla sdpa']:.3f})"
+        )
+    return lines
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="default: all")
+    parser.add_argument("--quick", action="store_true", help="tiny models and inputs, 2 rounds: a smoke run")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 5; 2 with --quick)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's own)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first check that the variants share their weights (EA off gives vanilla eager's logits)",
+    )
+    parser.add_argument(
+        "--output_dir",
+        help="where results.json and results.md go (default benchmarks/; benchmarks/quick/ with --quick)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.output_dir is None:
+        args.output_dir = "benchmarks/quick" if args.quick else "benchmarks"
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}.")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}.")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to torch.")
+    args.cases = [name for name in CASES if name in args.cases]
+    return args
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark; returns what results.json holds."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    cases = {name: CASES[name] for name in args.cases}
+    if args.quick:
+        cases = {
+            name: replace(case, batch_size=QUICK_SHAPES[name][0], length=QUICK_SHAPES[name][1])
+            for name, case in cases.items()
+        }
+    results, checks, models, family = {}, {}, None, None
+    total = len(cases) * len(VARIANTS) * (args.warmup + args.repeats + 1)
+    with tqdm(total=total, desc="benchmark", file=sys.stderr) as progress:
+        for name, case in cases.items():  # CASES keeps a family's cases together: each family is built once
+            if case.family != family:
+                models = family = None
+                gc.collect()
+                progress.set_description(f"building {case.family}")
+                models = build_models(case.family, args.quick)
+                if args.check:
+                    checks[case.family] = check_shared_weights(models, case.family)
+                models = {variant: model.to(device, dtype) for variant, model in models.items()}
+                family = case.family
+            progress.set_description(name)
+            results[name] = run_case(case, models, args, device, progress)
+    targets = evaluate_targets(results)
+    output = {
+        "environment": environment(device),
+        "args": vars(args),
+        "checks": checks,
+        "cases": results,
+        "targets": targets,
+    }
+
+    env = output["environment"]
+    header = (
+        f"{env['date']}, {env['device'] if device.type == 'cuda' else env['cpu']}, {env['threads']} threads, "
+        f"torch {env['torch']}, transformers {env['transformers']}, {args.dtype}, median of {args.repeats} rounds "
+        f"after {args.warmup} warm-up round(s), commit {env['git_commit']}"
+        + (
+            " -- QUICK: tiny models and inputs (shapes in results.json), the targets do not apply"
+            if args.quick
+            else ""
+        )
+    )
+    table, summary = markdown_table(results), summary_lines(results, targets)
+    print("\n" + header + "\n\n" + "\n".join(table) + "\n\n" + "\n".join(summary))
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as file:
+        json.dump(output, file, indent=2)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as file:
+        title = "# EA vs vanilla transformers (scripts/benchmark.py)"
+        file.write("\n".join([title, "", header, "", *table, "", *summary]) + "\n")
+    return output
+
+
+if __name__ == "__main__":
+    main()

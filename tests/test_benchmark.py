@@ -1,0 +1,149 @@
+"""`scripts/benchmark.py --quick` end to end: results.json and results.md, ratios, targets, the shared-weights check,
+the CPU peak-memory measurement, a subset of cases, and bad arguments."""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+
+import benchmark  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, one_thread):
+    output_dir = tmp_path_factory.mktemp("benchmark")
+    results = benchmark.main(["--quick", "--threads", "1", "--output_dir", str(output_dir)])
+    return results, output_dir
+
+
+def test_json_holds_every_case_and_variant(quick_run):
+    results, output_dir = quick_run
+    saved = json.loads((output_dir / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert set(saved) == {"environment", "args", "checks", "cases", "targets"}
+    assert {"date", "git_commit", "torch", "transformers", "cpu", "threads", "device"} <= set(saved["environment"])
+    assert saved["environment"]["threads"] == 1 and saved["args"]["quick"] and saved["args"]["repeats"] == 2
+    assert list(saved["cases"]) == list(benchmark.CASES)
+    for name, case in saved["cases"].items():
+        assert (case["batch_size"], case["length"]) == benchmark.QUICK_SHAPES[name]
+        assert list(case["variants"]) == list(benchmark.VARIANTS)
+        for result in case["variants"].values():
+            assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
+            assert result["median_s"] == pytest.approx(statistics.median(result["seconds"]))
+            assert result["peak_bytes"] > result["step_bytes"] > 0
+
+
+def test_ratios_are_quotients_of_medians_and_peaks(quick_run):
+    for case in quick_run[0]["cases"].values():
+        variants = case["variants"]
+        for reference in ("vanilla eager", "vanilla sdpa"):
+            ratios = case["ratios"][f"EA / {reference}"]
+            assert ratios["time"] == pytest.approx(variants["EA"]["median_s"] / variants[reference]["median_s"])
+            assert ratios["peak_memory"] == pytest.approx(
+                variants["EA"]["peak_bytes"] / variants[reference]["peak_bytes"]
+            )
+
+
+def test_targets_compare_the_ea_ratio_with_its_limit(quick_run):
+    results = quick_run[0]
+    assert [(t["case"], t["metric"], t["limit"]) for t in results["targets"]] == benchmark.TARGETS
+    for target in results["targets"]:
+        ratios = results["cases"][target["case"]]["ratios"]
+        assert target["EA / vanilla eager"] == ratios["EA / vanilla eager"][target["metric"]]
+        assert target["EA / vanilla sdpa"] == ratios["EA / vanilla sdpa"][target["metric"]]
+        assert target["pass"] == (target["EA / vanilla eager"] <= target["limit"])
+
+
+def test_markdown_has_the_table_and_the_targets_last(quick_run):
+    results, output_dir = quick_run
+    lines = (output_dir / "results.md").read_text().splitlines()
+    header = lines.index(benchmark.markdown_table(results["cases"])[0])
+    rows = [line.split(" | ") for line in lines[header + 2 : header + 2 + 3 * len(benchmark.CASES)]]
+    assert [(row[0].lstrip("| "), row[1]) for row in rows] == [
+        (name, variant) for name in benchmark.CASES for variant in benchmark.VARIANTS
+    ]
+    eager = results["cases"]["bert-forward-b8-l128"]["variants"]["vanilla eager"]
+    assert rows[0][2] == f"{1000 * eager['median_s']:.2f}" and rows[0][3] == "1.000"
+    target = re.compile(
+        r"- \S+ (time|peak memory): \d+\.\d{3} <= \d\.\d\d (PASS|FAIL) \(EA / vanilla sdpa \d+\.\d{3}\)"
+    )
+    targets = [line for line in lines if target.fullmatch(line)]
+    assert targets == lines[-len(benchmark.TARGETS) :]
+
+
+def test_variants_share_weights_and_attention_implementations(quick_run, one_thread):
+    checks = quick_run[0]["checks"]
+    assert set(checks) == {"bert", "vit", "marian"}
+    for differences in checks.values():
+        assert differences["EA off"] <= benchmark.CHECK_ATOL["EA off"]
+        assert differences["vanilla sdpa"] <= benchmark.CHECK_ATOL["vanilla sdpa"]
+    for family in ("bert", "marian"):
+        models = benchmark.build_models(family, quick=True)
+        assert {v: m.config._attn_implementation for v, m in models.items()} == {
+            "vanilla eager": "eager",
+            "vanilla sdpa": "sdpa",
+            "EA": "eager",
+        }
+        for variant in ("EA", "vanilla sdpa"):
+            changed = benchmark.build_models(family, quick=True)
+            with torch.no_grad():
+                for parameter in changed[variant].parameters():
+                    parameter.mul_(1.01)
+            with pytest.raises(RuntimeError, match="do not share their weights"):
+                benchmark.check_shared_weights(changed, family)
+
+
+def test_ea_twin_refuses_weights_beyond_the_ea_convs():
+    models = benchmark.build_models("bert", quick=True)
+    with pytest.raises(RuntimeError, match="differ beyond the EA convs"):
+        benchmark.load_shared_weights(models["EA"], models["EA"].bert)
+
+
+def test_cpu_peak_rise_counts_live_tensor_bytes():
+    def step():
+        first = torch.empty(1_000_000)  # 4 MB
+        second = torch.empty(2_000_000)  # 8 MB, while the first is live
+        del first, second
+        third = torch.empty(500_000)  # 2 MB, after both are freed
+        del third
+
+    assert benchmark.peak_rise(step, torch.device("cpu")) == 12_000_000
+
+
+def test_a_subset_of_cases(tmp_path, one_thread):
+    argv = ["--quick", "--threads", "1", "--repeats", "1", "--warmup", "0", "--no-check", "--output_dir"]
+    results = benchmark.main([*argv, str(tmp_path), "--cases", "marian-generate-64", "bert-train-b8-l128"])
+    assert list(results["cases"]) == ["bert-train-b8-l128", "marian-generate-64"]  # CASES order
+    assert results["checks"] == {}
+    assert [t["case"] for t in results["targets"]] == ["bert-train-b8-l128", "bert-train-b8-l128"]
+    assert all(len(v["seconds"]) == 1 for c in results["cases"].values() for v in c["variants"].values())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "--repeats must be at least 1"),
+        (["--warmup", "-1"], "--warmup must be at least 0"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--cases", "bert-forward"], "invalid choice"),
+        (["--dtype", "int8"], "invalid choice"),
+    ],
+)
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--quick", *argv])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available")
+def test_cuda_without_a_device(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--device", "cuda"])
+    assert "no CUDA device" in capsys.readouterr().err
