@@ -562,12 +562,15 @@ def train_twins(checkpoint: Checkpoint, work: Path, data_dir: Path, parallel: bo
         output = {"stdout": log, "stderr": subprocess.STDOUT} if parallel else {}
         started[twin] = (subprocess.Popen(argv, env=env, **output), time.perf_counter(), log)
         if not parallel:
-            wait_for(checkpoint, work, twin, *started.pop(twin), threads)
-    for twin, (process, start, log) in started.items():
-        wait_for(checkpoint, work, twin, process, start, log, threads)
+            finish(checkpoint, work, twin, *started.pop(twin), threads)
+    while started:  # each twin timed to its own end
+        for twin in [twin for twin, (process, *_) in started.items() if process.poll() is not None]:
+            finish(checkpoint, work, twin, *started.pop(twin), threads)
+        time.sleep(1)
 
 
-def wait_for(checkpoint, work: Path, twin: str, process, start: float, log, threads: int) -> None:
+def finish(checkpoint, work: Path, twin: str, process, start: float, log, threads: int) -> None:
+    """Wait for a twin's training, then record its wall time and threads in `<twin>.done`; raise if it failed."""
     code = process.wait()
     log.close()
     if code != 0:
@@ -644,9 +647,7 @@ def summary_table(output_dir: Path) -> str:
         ea, vanilla = results["ea"][key], results["vanilla"][key]
         smoke = " (smoke build)" if results.get("smoke") else ""
         times = " / ".join(
-            model_cards.duration(results["training"][twin]["wall_seconds"])
-            if twin in results.get("training", {})
-            else "-"
+            model_cards.duration(results[twin]["train_seconds"]) if twin in results.get("training", {}) else "-"
             for twin in ("ea", "vanilla")
         )
         lines.append(

@@ -196,11 +196,13 @@ def duration(seconds: float) -> str:
 
 
 def training_time(results: dict, twin: str) -> str | None:
+    """The training loop's time (Trainer's `train_runtime`; evaluation and loading excluded) and threads, or None
+    for a checkpoint that was not trained."""
     run = results.get("training", {}).get(twin)
     if run is None:
         return None
     threads = f"{run['threads']} CPU thread{'s' if run['threads'] > 1 else ''}"
-    return f"{duration(run['wall_seconds'])} ({threads})"
+    return f"{duration(results[twin]['train_seconds'])} ({threads})"
 
 
 def fmt(value: float, sign: str = "") -> str:
