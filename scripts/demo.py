@@ -24,6 +24,7 @@ from transformers import pipeline
 
 import build_checkpoints
 import model_cards
+import prepare_data
 import push_to_hub
 
 
@@ -39,6 +40,7 @@ EXAMPLES = [
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("checkpoints"), help="as build_checkpoints.py's")
+    parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="where the data is prepared")
     parser.add_argument("--hub_org", default=model_cards.DEFAULT_ORG, help="the repository the card is written for")
     parser.add_argument("--max_train_samples", type=int, default=None, help="smoke run: fewer training sentences")
     return parser.parse_args(argv)
@@ -51,6 +53,7 @@ def main(argv=None) -> dict:
     folder = build_checkpoints.build(
         checkpoint,
         args.output_dir.resolve(),
+        args.data_dir.resolve(),
         hub_org=args.hub_org,
         smoke={"max_train_samples": args.max_train_samples},
     )

