@@ -26,8 +26,9 @@ Transforms (PIL and numpy: no torchvision): training takes a random resized crop
 torchvision's `RandomResizedCrop`) and a random horizontal flip; evaluation resizes and takes the centre crop
 (`Resize` + `CenterCrop`); both rescale to [0, 1] and normalise with the image processor's `image_mean`/`image_std`.
 Grey images become RGB for a 3-channel model. The size is the image processor's (`height`/`width`, or
-`shortest_edge`), or `--image_size`; when it differs from the model's `image_size`, the model is called with
-`interpolate_pos_encoding=True` (the saved image processor has that size: call the model the same way at inference).
+`shortest_edge`), or `--image_size`; when it differs from the model's `image_size`, the model is trained with
+`interpolate_pos_encoding=True`, and saved with its position embeddings interpolated to that size once and for all
+(`config.image_size` updated), so that the saved model and image processor work together as they are (`pipeline`).
 
 Metrics (numpy): `accuracy` (top-1), and `top5_accuracy` with 5 classes or more. Outputs in `--output_dir`: the model
 (an EA model with its code and `auto_map`), the image processor, `train_results.json`, `eval_results.json`,
@@ -321,6 +322,21 @@ class ImageTransforms:
         return result
 
 
+def store_position_embeddings(model, image_size: int) -> None:
+    """Replace a ViT's position embeddings [1, 1 + n, D] by their interpolation to square images of `image_size`
+    [1, 1 + (image_size / patch) ** 2, D], as `interpolate_pos_encoding=True` computes them on every call, and set
+    `config.image_size`: the model then gives the same outputs at that size without the flag."""
+    embeddings = model.base_model.embeddings
+    patches = (image_size // embeddings.patch_size) ** 2
+    template = embeddings.position_embeddings.new_empty(1, 1 + patches, embeddings.position_embeddings.shape[-1])
+    with torch.no_grad():
+        table = embeddings.interpolate_pos_encoding(template, image_size, image_size).clone()
+    embeddings.position_embeddings = torch.nn.Parameter(table)
+    embeddings.image_size = embeddings.patch_embeddings.image_size = (image_size, image_size)
+    embeddings.patch_embeddings.num_patches = patches
+    model.config.image_size = image_size
+
+
 def collate_fn(interpolate_pos_encoding: bool):
     """Stack `pixel_values` and `labels`; ask the model to interpolate its position embeddings when the images are
     not of its size."""
@@ -431,6 +447,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = {}
     if training_args.do_train:
         results.update(train_and_save(trainer, training_args, last_checkpoint, num_train_samples=len(train_dataset)))
+        if interpolate and crop[0] == crop[1]:  # the saved folder then runs at its processor's size (`pipeline`)
+            store_position_embeddings(trainer.model, crop[0])
+            trainer.save_model()
+        elif interpolate:  # transformers' ViT interpolates from a square grid only
+            logger.warning(f"Saved for {model_size}: call it with interpolate_pos_encoding=True on {crop} images.")
 
     if training_args.do_eval:
         logger.info("*** Evaluate ***")

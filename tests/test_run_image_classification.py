@@ -26,6 +26,7 @@ from run_image_classification import (  # noqa: E402
     accuracy_metrics,
     main,
     random_resized_crop_box,
+    store_position_embeddings,
 )
 
 
@@ -141,11 +142,30 @@ def test_grid_conv_other_image_size_and_train_val_split(checkpoint, images, tmp_
     )  # fmt: skip
     main(argv)
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["model_type"] == "ea_vit" and config["ea_conv"] == "grid" and config["image_size"] == 32
+    assert config["model_type"] == "ea_vit" and config["ea_conv"] == "grid" and config["image_size"] == 48
     processor = json.loads((output_dir / "preprocessor_config.json").read_text())
     assert processor["size"] == {"height": 48, "width": 48}
+    # the saved model and processor work together as they are
+    predictions = transformers.pipeline("image-classification", model=str(output_dir))(Image.new("RGB", (40, 60)))
+    assert [p["label"] for p in predictions] and set(p["label"] for p in predictions) <= set(
+        config["id2label"].values()
+    )
     assert results(output_dir, "eval")["eval_samples"] == 5  # 25% of 18 images, rounded up
     assert results(output_dir, "train")["train_samples"] == 13
+
+
+def test_stored_position_embeddings_give_the_interpolated_outputs(checkpoint, tmp_path):
+    model = ViTForImageClassification.from_pretrained(checkpoint).eval()
+    pixel_values = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        interpolated = model(pixel_values, interpolate_pos_encoding=True).logits
+        store_position_embeddings(model, 48)
+        stored = model(pixel_values).logits
+    assert torch.equal(stored, interpolated)
+    assert model.base_model.embeddings.position_embeddings.shape[1] == 1 + 6 * 6 and model.config.image_size == 48
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(ViTForImageClassification.from_pretrained(tmp_path).eval()(pixel_values).logits, stored)
 
 
 def test_transforms_without_torchvision(checkpoint, images):
