@@ -560,7 +560,7 @@ def train_twins(checkpoint: Checkpoint, work: Path, data_dir: Path, parallel: bo
         for twin, command in checkpoint.commands(work, data_dir).items()
         if not (work / f"{twin}.done").is_file()
     }
-    threads = max(1, torch.get_num_threads() // (len(pending) if parallel else 1))
+    threads = max(1, torch.get_num_threads() // (max(1, len(pending)) if parallel else 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     started = {}
     for twin, command in pending.items():

@@ -26,7 +26,7 @@ SMOKE = {"num_train_epochs": 2}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("checkpoints")
-    folder = build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, smoke=SMOKE)
+    folder = build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, parallel=True, smoke=SMOKE)
     return output_dir, folder
 
 
@@ -45,6 +45,7 @@ def test_build_writes_a_complete_hub_folder(built):
     assert "AutoModelForSequenceClassification" in config["auto_map"]
     assert "time-series-classification" in config["custom_pipelines"]
     assert len(list((folder / "examples").glob("*.csv"))) == 3
+    assert "train_runtime" in (output_dir / "runs" / NAME / "vanilla.log").read_text()  # parallel: its own log
 
     results = json.loads((output_dir / "runs" / NAME / "results.json").read_text())
     assert results["smoke"] == SMOKE
@@ -88,7 +89,7 @@ def test_build_resumes_and_force_rebuilds_only_the_folder(built):
     }
     build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, smoke=SMOKE)
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # nothing redone
-    build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, smoke=SMOKE, force=True)
+    build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, parallel=True, smoke=SMOKE, force=True)
     assert (runs / "ea.done").stat().st_mtime_ns == stamps[runs / "ea.done"]  # not trained again
     assert (folder / "README.md").stat().st_mtime_ns != stamps[folder / "README.md"]
     with pytest.raises(ValueError, match="other smoke settings"):
