@@ -23,6 +23,7 @@ and `vanilla.log`).
 """
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -105,8 +106,6 @@ def mean_pooled_embeddings(model, tokenizer, sentences: list[str], batch_size: i
 
 def rotten_tomatoes_splits(data_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
     """{split: (sentences, labels)} from `data_dir/rotten_tomatoes/*.csv` (prepared if missing)."""
-    import csv
-
     folder = prepare(data_dir, "rotten_tomatoes")
     splits = {}
     for split in ("train", "validation", "test"):
