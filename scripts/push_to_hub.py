@@ -141,7 +141,7 @@ def check_card(folder: Path, repo_id: str) -> tuple[dict, list[tuple[str, object
         path = folder / match["path"]
         if not path.is_file():
             problems.append(f"widget file {match['path']} is not in the folder")
-        examples.append((str(path), example.get("output")))
+        examples.append((str(path.resolve()), example.get("output")))  # the check runs in another folder
     return data, examples, problems
 
 

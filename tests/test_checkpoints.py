@@ -96,9 +96,10 @@ def test_build_resumes_and_force_rebuilds_only_the_folder(built):
         build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, smoke={"num_train_epochs": 3})
 
 
-def test_dry_run_verifies_without_ea_hf_and_lists_the_files(built, capsys):
-    _, folder = built
-    assert push_to_hub.main([str(folder), "--repo-id", REPO, "--dry-run"]) is None
+def test_dry_run_verifies_without_ea_hf_and_lists_the_files(built, capsys, monkeypatch):
+    output_dir, folder = built
+    monkeypatch.chdir(output_dir)
+    assert push_to_hub.main([NAME, "--repo-id", REPO, "--dry-run"]) is None  # a relative folder
     out = capsys.readouterr().out
     assert "3 widget examples run without ea_hf" in out and "model.safetensors" in out and "Dry run" in out
 
