@@ -178,7 +178,7 @@ def rotten_tomatoes_commands(work: Path, data_dir: Path) -> dict[str, list[str]]
         "--validation_file", str(folder / "validation.csv"),
         "--do_train", "--do_eval",
         *as_arguments(GLUE_RECIPE),
-        "--train_sampling_strategy", "group_by_length",
+        "--train_sampling_strategy", "group_by_length", "--pad_to_max_length", "false",  # batches of like lengths
         "--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1",
         "--logging_steps", "50", "--report_to", "none",
     ]  # fmt: skip

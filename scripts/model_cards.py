@@ -66,7 +66,8 @@ CARDS = {
         "data_description": ROTTEN_TOMATOES,
         "recipe_description": "`scripts/run_glue.py` with transformers' `Trainer`: {num_train_epochs} epoch(s), batch "
         "{per_device_train_batch_size}, AdamW, learning rate {learning_rate} with {warmup_steps:.0%} warmup and "
-        "linear decay, weight decay {weight_decay}, maximum length {max_seq_length}, length-grouped batches, seed "
+        "linear decay, weight decay {weight_decay}, maximum length {max_seq_length}, length-grouped batches padded "
+        "to their longest sentence, seed "
         "{seed}.",
         "twin_note": " (`--model_type vanilla`: transformers' `BertForSequenceClassification`)",
         "results_note": "",
