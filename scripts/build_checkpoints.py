@@ -161,6 +161,11 @@ GLUE_RECIPE = {
 }
 
 
+def twin_commands(common: list[str], work: Path) -> dict[str, list[str]]:
+    """The EA and vanilla commands of a fine-tuning script: `common` plus `--model_type` and `--output_dir`."""
+    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+
+
 def as_arguments(recipe: dict) -> list[str]:
     return [item for key, value in recipe.items() for item in (f"--{key}", str(value))]
 
@@ -182,7 +187,7 @@ def rotten_tomatoes_commands(work: Path, data_dir: Path) -> dict[str, list[str]]
         "--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1",
         "--logging_steps", "50", "--report_to", "none",
     ]  # fmt: skip
-    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+    return twin_commands(common, work)
 
 
 def classification_accuracy(model_folder: Path, sentences: list[str], labels: list[str]) -> float:
@@ -284,7 +289,7 @@ def marian_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
         "--save_strategy", "steps", "--save_steps", "200", "--save_total_limit", "1",
         "--logging_steps", "50", "--report_to", "none",
     ]  # fmt: skip
-    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+    return twin_commands(common, work)
 
 
 def evaluate_marian(work: Path, data_dir: Path) -> dict:
@@ -348,7 +353,7 @@ def vit_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
         "--save_strategy", "steps", "--save_steps", "20", "--save_total_limit", "1",
         "--logging_steps", "10", "--report_to", "none",
     ]  # fmt: skip
-    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
+    return twin_commands(common, work)
 
 
 def test_images(data_dir: Path) -> tuple[list[Path], list[str]]:

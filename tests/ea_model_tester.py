@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,16 +18,8 @@ from transformers import Trainer, TrainingArguments
 from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
 
 
-BLOCK_EA_HF = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    class _BlockEAHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "ea_hf" or name.startswith("ea_hf."):
-                raise ImportError("ea_hf is blocked: this process must load remote code")
-    sys.meta_path.insert(0, _BlockEAHF())
-    """
-)
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+from push_to_hub import BLOCK_EA_HF  # noqa: E402  (makes `import ea_hf` fail in a fresh interpreter)
 
 
 def run_without_ea_hf(code: str, tmp_path) -> subprocess.CompletedProcess:
