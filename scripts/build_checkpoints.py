@@ -611,10 +611,11 @@ def build(
     if "max_train_samples" in smoke and checkpoint.task == "time-series-classification":
         smoke.pop("max_train_samples")  # run_uea.py trains on the whole archive split
     results_file = work / "results.json"
-    if results_file.is_file() and json.loads(results_file.read_text()).get("smoke", {}) != smoke:
+    built_smoke = json.loads(results_file.read_text()).get("smoke", {}) if results_file.is_file() else smoke
+    if built_smoke != smoke:
         raise ValueError(
-            f"{work} was built with other smoke settings ({json.loads(results_file.read_text()).get('smoke')}, "
-            f"asked: {smoke}): choose another --output_dir, or delete {work} and {folder}."
+            f"{work} was built with other smoke settings ({built_smoke}, asked: {smoke}): choose another "
+            f"--output_dir, or delete {work} and {folder}."
         )
     if (folder / "README.md").is_file() and not force:
         logger.info(f"{checkpoint.name}: {folder} is built, skipped")
