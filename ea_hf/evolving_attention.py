@@ -24,9 +24,10 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+# applied to the conv's output, which nothing else reads: in place where the activation can be
 EA_ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
     "gelu": nn.GELU,
     "identity": nn.Identity,
 }
@@ -113,19 +114,42 @@ def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int
     return None if torch.all(mask) else mask
 
 
-class EvolvingAttentionConv(nn.Conv2d):
-    """The Conv2d(H, H, k) over the (query, key) plane. Padding is applied by `EvolvingAttention`, not here.
+def records_graph(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on `tensors` (then no tensor it saves may be modified in place)."""
+    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
 
-    Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model.
+
+class EvolvingAttentionConv(nn.Conv2d):
+    """The Conv2d(H, H, k) over the (query, key) plane, zero-padded; causal along the query axis for decoders.
+
+    Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model. Without
+    autograd on the CPU it runs as a Conv3d with one input channel and a kernel spanning the H heads: the same sums,
+    read from the [B, H, Q, K] map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout.
     """
 
-    def __init__(self, num_heads: int, kernel_size: int):
-        super().__init__(num_heads, num_heads, kernel_size, padding=0, bias=True)
+    def __init__(self, num_heads: int, kernel_size: int, query_causal: bool = False):
+        half = kernel_size // 2
+        # query-causal: k-1 zero rows above (and, the padding being symmetric, below: the k-1 extra rows are dropped)
+        super().__init__(num_heads, num_heads, kernel_size, padding=(2 * half if query_causal else half, half))
+        self.query_causal = query_causal
 
     def reset_parameters(self):
         # transformers' init helpers skip tensors already loaded from a checkpoint
         init.dirac_(self.weight)
         init.zeros_(self.bias)
+
+    def forward(self, mixed: torch.Tensor, rows_above: torch.Tensor | None = None) -> torch.Tensor:
+        """mixed: M [B, H, Q, K]; rows_above: [B, H, k-1, K], the rows of M above its first query (a query-causal
+        conv's cache; None: zeros). Returns conv(M) [B, H, Q, K]."""
+        num_queries, padding = mixed.shape[2], self.padding
+        if rows_above is not None:
+            mixed, padding = torch.cat([rows_above, mixed], dim=2), (0, padding[1])
+        if mixed.device.type == "cpu" and not records_graph(mixed, self.weight, self.bias):
+            out = F.conv3d(mixed.unsqueeze(1), self.weight.unsqueeze(1), self.bias, padding=(0, *padding))
+            out = out.squeeze(2)
+        else:
+            out = F.conv2d(mixed, self.weight, self.bias, padding=padding)
+        return out[:, :, :num_queries]
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -214,12 +238,15 @@ class EvolvingAttention(nn.Module):
         self.causal = causal
         self.query_causal = causal if query_causal is None else query_causal
         self.kernel_size = config.ea_kernel_size
-        # with alpha = 0 the conv branch has no weight: no parameters that would never receive a gradient
         self.grid = getattr(config, "ea_conv", "raster") == "grid"
         if self.grid and self.query_causal:
             raise ValueError("The 2-D grid conv (`ea_conv='grid'`) is for image encoders, not causal maps.")
-        conv_class = EvolvingAttentionGridConv if self.grid else EvolvingAttentionConv
-        self.conv = conv_class(num_heads, config.ea_kernel_size) if self.alpha > 0 else None
+        if self.alpha == 0:  # the conv branch has no weight: no parameters that would never receive a gradient
+            self.conv = None
+        elif self.grid:
+            self.conv = EvolvingAttentionGridConv(num_heads, config.ea_kernel_size)
+        else:
+            self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size, self.query_causal)
         self.activation = EA_ACTIVATIONS[config.ea_activation]()
 
     def forward(
@@ -231,6 +258,7 @@ class EvolvingAttention(nn.Module):
         past_rows: torch.Tensor | None = None,
         use_cache: bool = False,
         grid_size: tuple[int, int] | None = None,
+        overwrite_logits: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -242,6 +270,8 @@ class EvolvingAttention(nn.Module):
                 conv with a cache only); None at the first step.
             use_cache: return the rows that the next decoding step's conv reads.
             grid_size: (h, w), the patch grid of an image's last h * w tokens (needed by the grid conv only).
+            overwrite_logits: `logits` is the caller's to discard: M is written into it, saving a [B, H, Q, K]
+                allocation (on the CPU, fresh large allocations cost page faults).
         Returns:
             E_i [B, H, Q, K], the evolved logits, to be softmaxed with `attention_probabilities` and forwarded; and,
             with `use_cache` on a query-causal conv, the last k-1 rows of M [B, H, k-1, K] (else None).
@@ -249,34 +279,34 @@ class EvolvingAttention(nn.Module):
         if self.alpha == 0.0 and self.beta == 0.0:
             return logits, None
         keep = valid_positions(logits, query_mask, key_mask, self.causal)
-        if keep is not None:
-            logits = logits.masked_fill(~keep, 0.0)
         if previous_logits is None or previous_logits.shape != logits.shape:
-            return logits, None
+            if keep is None:
+                return logits, None
+            return (logits.masked_fill_ if overwrite_logits else logits.masked_fill)(~keep, 0.0), None
+        # one pass mixes, one zeroes the padded (and future) positions, in place: lerp saves nothing for backward
+        mix = logits.lerp_ if overwrite_logits else logits.lerp
+        mixed = mix(previous_logits, self.beta)
         if keep is not None:
-            previous_logits = previous_logits.masked_fill(~keep, 0.0)
-        mixed = torch.lerp(logits, previous_logits, self.beta) if self.beta else logits
+            mixed.masked_fill_(~keep, 0.0)
         if self.alpha == 0.0:
             return mixed, None
+        rows = None
         if self.grid:
             if grid_size is None:
                 raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
-            return torch.lerp(mixed, self.activation(self.conv(mixed, grid_size)), self.alpha), None
-        half, above = self.kernel_size // 2, self.kernel_size - 1
-        rows = None
-        if not self.query_causal:
-            padded = F.pad(mixed, (half, half, half, half))
-        elif past_rows is None and not use_cache:
-            padded = F.pad(mixed, (half, half, above, 0))
-        else:  # rows of earlier steps stand above (zero where there are none); their future columns are zero
-            if past_rows is None:
-                past_rows = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1])
-            past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
-            stacked = torch.cat([past_rows, mixed], dim=2)
-            rows = stacked[:, :, stacked.shape[2] - above :] if use_cache and above else None
-            padded = F.pad(stacked, (half, half))
-        convolved = self.activation(self.conv(padded))
-        return torch.lerp(mixed, convolved, self.alpha), rows
+            convolved = self.conv(mixed, grid_size)
+        else:
+            above = self.kernel_size - 1
+            if past_rows is not None:  # rows of earlier steps have zeros in the columns of keys they did not see
+                past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
+            if use_cache and self.query_causal and above:  # a copy: `mixed` may be updated in place below
+                earlier = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1]) if past_rows is None else past_rows
+                rows = torch.cat([earlier, mixed[:, :, -above:]], dim=2)[:, :, -above:].contiguous()
+            convolved = self.conv(mixed, past_rows if self.query_causal and above else None)
+        convolved = self.activation(convolved)  # in place where the activation allows it
+        if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward
+            return torch.lerp(mixed, convolved, self.alpha), rows
+        return mixed.lerp_(convolved, self.alpha), rows
 
 
 def valid_positions(
@@ -338,7 +368,8 @@ def evolving_attention_forward(
         output [B, Q, H, D], probabilities [B, H, Q, K] (after EA and dropout), evolved logits [B, H, Q, K] for the
         next layer, and the conv rows to cache (or None).
     """
-    logits = torch.matmul(query, key.transpose(2, 3)) * scaling
+    # scaling the queries is the same product as scaling the logits, and reads L / D times less memory
+    logits = torch.matmul(query * scaling if scaling != 1.0 else query, key.transpose(2, 3))
     if position_bias is not None:
         logits = logits + position_bias
     rows = None
@@ -349,7 +380,7 @@ def evolving_attention_forward(
                 f"{tuple(logits.shape[:2])}: the cache comes from another model or another batch."
             )
         logits, rows = evolving_attention(
-            logits, previous_logits, query_mask, key_mask, past_rows, use_cache, grid_size
+            logits, previous_logits, query_mask, key_mask, past_rows, use_cache, grid_size, overwrite_logits=True
         )
     probabilities = F.dropout(attention_probabilities(logits, key_mask, causal), p=dropout, training=dropout > 0)
     output = torch.matmul(probabilities, value).transpose(1, 2)

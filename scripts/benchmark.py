@@ -10,7 +10,9 @@ Every case runs three variants of one model: vanilla transformers with eager att
 their weights: EA switched off (`ea_alpha = ea_beta = 0`, the EA model's weights) must give vanilla eager's logits,
 and vanilla sdpa must give them to its rounding. Then the variants of a case run in turn, in an order that rotates
 every round, `--warmup` rounds first; the medians of `--repeats` rounds are reported, with the ratios EA / vanilla
-eager and EA / vanilla sdpa and the issue's targets last. Weights are random (`torch.manual_seed(0)`): speed does not
+eager and EA / vanilla sdpa and the issue's targets last. A time ratio is the median over rounds of the ratio within
+each round (the variants of a round run seconds apart), which a shared machine's slow spells disturb less than a
+ratio of medians. Weights are random (`torch.manual_seed(0)`): speed does not
 depend on them.
 
 Cases: BERT-base (`BertConfig()`, a sequence-classification head) forward and training step (forward, backward,
@@ -287,10 +289,15 @@ def run_case(case: Case, models: dict, args, device: torch.device, progress: tqd
     ratios = {}
     for reference in ("vanilla eager", "vanilla sdpa"):
         ratios[f"EA / {reference}"] = {
-            "time": variants["EA"]["median_s"] / variants[reference]["median_s"],
+            "time": time_ratio(seconds["EA"], seconds[reference]),
             "peak_memory": variants["EA"]["peak_bytes"] / variants[reference]["peak_bytes"],
         }
     return {**asdict(case), "variants": variants, "ratios": ratios}
+
+
+def time_ratio(seconds: list[float], reference: list[float]) -> float:
+    """The median over rounds of `seconds / reference` within each round."""
+    return statistics.median(a / b for a, b in zip(seconds, reference))
 
 
 def evaluate_targets(cases: dict) -> list[dict]:
@@ -350,7 +357,8 @@ def environment(device: torch.device) -> dict:
 
 
 def markdown_table(cases: dict) -> list[str]:
-    """One row per case and variant: median ms and peak MiB, each also as a ratio to vanilla eager and sdpa."""
+    """One row per case and variant: median ms and peak MiB, each also as a ratio to vanilla eager and sdpa (times:
+    `time_ratio`)."""
     lines = [
         "| case | variant | median ms | ms / eager | ms / sdpa | peak MiB | peak / eager | peak / sdpa | step MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -361,7 +369,8 @@ def markdown_table(cases: dict) -> list[str]:
         for variant, result in variants.items():
             lines.append(
                 f"| {name} | {variant} | {1000 * result['median_s']:.2f} | "
-                f"{result['median_s'] / eager['median_s']:.3f} | {result['median_s'] / sdpa['median_s']:.3f} | "
+                f"{time_ratio(result['seconds'], eager['seconds']):.3f} | "
+                f"{time_ratio(result['seconds'], sdpa['seconds']):.3f} | "
                 f"{result['peak_bytes'] / 2**20:.1f} | {result['peak_bytes'] / eager['peak_bytes']:.3f} | "
                 f"{result['peak_bytes'] / sdpa['peak_bytes']:.3f} | {result['step_bytes'] / 2**20:.1f} |"
             )
@@ -392,7 +401,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="default: all")
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs, 2 rounds: a smoke run")
-    parser.add_argument("--repeats", type=int, help="timed rounds (default 5; 2 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 7; 2 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's own)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -409,7 +418,7 @@ def parse_args(argv):
     )
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 5
+        args.repeats = 2 if args.quick else 7
     if args.output_dir is None:
         args.output_dir = "benchmarks/quick" if args.quick else "benchmarks"
     if args.repeats < 1:
