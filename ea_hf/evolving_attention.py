@@ -138,12 +138,13 @@ class EvolvingAttentionConv(nn.Conv2d):
         init.dirac_(self.weight)
         init.zeros_(self.bias)
 
-    def forward(self, mixed: torch.Tensor, rows_above: torch.Tensor | None = None) -> torch.Tensor:
-        """mixed: M [B, H, Q, K]; rows_above: [B, H, k-1, K], the rows of M above its first query (a query-causal
-        conv's cache; None: zeros). Returns conv(M) [B, H, Q, K]."""
-        num_queries, padding = mixed.shape[2], self.padding
-        if rows_above is not None:
-            mixed, padding = torch.cat([rows_above, mixed], dim=2), (0, padding[1])
+    def forward(self, mixed: torch.Tensor, rows_above: bool = False) -> torch.Tensor:
+        """mixed: M [B, H, Q, K]; with `rows_above` (a query-causal conv's cache), [B, H, k-1 + Q, K]: the k-1 rows
+        of M above its first query, then M. Returns conv(M) [B, H, Q, K]."""
+        padding = self.padding
+        num_queries = mixed.shape[2] - (self.kernel_size[0] - 1 if rows_above else 0)
+        if rows_above:
+            padding = (0, padding[1])
         if mixed.device.type == "cpu" and not records_graph(mixed, self.weight, self.bias):
             out = F.conv3d(mixed.unsqueeze(1), self.weight.unsqueeze(1), self.bias, padding=(0, *padding))
             out = out.squeeze(2)
@@ -297,12 +298,15 @@ class EvolvingAttention(nn.Module):
             convolved = self.conv(mixed, grid_size)
         else:
             above = self.kernel_size - 1
-            if past_rows is not None:  # rows of earlier steps have zeros in the columns of keys they did not see
+            cached = self.query_causal and above and (past_rows is not None or use_cache)
+            if cached:  # rows of earlier steps (zeros at the first) above; zero in columns of keys they did not see
+                if past_rows is None:
+                    past_rows = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1])
                 past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
-            if use_cache and self.query_causal and above:  # a copy: `mixed` may be updated in place below
-                earlier = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1]) if past_rows is None else past_rows
-                rows = torch.cat([earlier, mixed[:, :, -above:]], dim=2)[:, :, -above:].contiguous()
-            convolved = self.conv(mixed, past_rows if self.query_causal and above else None)
+                stacked = torch.cat([past_rows, mixed], dim=2)
+                # a copy: `mixed` may be updated in place below
+                rows = stacked[:, :, -above:].clone() if use_cache else None
+            convolved = self.conv(stacked, rows_above=True) if cached else self.conv(mixed)
         convolved = self.activation(convolved)  # in place where the activation allows it
         if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward
             return torch.lerp(mixed, convolved, self.alpha), rows

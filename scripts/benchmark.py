@@ -353,6 +353,8 @@ def environment(device: torch.device) -> dict:
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        # the allocator's settings change how often large tensors cost fresh pages (benchmarks/NOTES.md)
+        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
     }
 
 
@@ -474,6 +476,7 @@ def main(argv=None) -> dict:
         f"{env['date']}, {env['device'] if device.type == 'cuda' else env['cpu']}, {env['threads']} threads, "
         f"torch {env['torch']}, transformers {env['transformers']}, {args.dtype}, median of {args.repeats} rounds "
         f"after {args.warmup} warm-up round(s), commit {env['git_commit']}"
+        + "".join(f", {k}={v}" for k, v in env["allocator_env"].items())
         + (
             " -- QUICK: tiny models and inputs (shapes in results.json), the targets do not apply"
             if args.quick
