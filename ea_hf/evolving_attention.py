@@ -131,7 +131,6 @@ class EvolvingAttentionConv(nn.Conv2d):
         half = kernel_size // 2
         # query-causal: k-1 zero rows above (and, the padding being symmetric, below: the k-1 extra rows are dropped)
         super().__init__(num_heads, num_heads, kernel_size, padding=(2 * half if query_causal else half, half))
-        self.query_causal = query_causal
 
     def reset_parameters(self):
         # transformers' init helpers skip tensors already loaded from a checkpoint

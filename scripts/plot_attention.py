@@ -2,7 +2,7 @@
 """Draw a sentence's or an image's attention maps layer by layer, vanilla beside EA, as one PNG (issue 9).
 
     .venv/bin/python scripts/plot_attention.py --ea_model checkpoints/ea-minilm-l6-rotten-tomatoes \\
-        --vanilla_model checkpoints/vanilla-minilm-l6-rotten-tomatoes --text "a gorgeous , witty movie ." \\
+        --vanilla_model checkpoints/runs/ea-minilm-l6-rotten-tomatoes/vanilla --text "a gorgeous , witty movie ." \\
         --layers 0 2 4 --output attention.png
     .venv/bin/python scripts/plot_attention.py --ea_model EA_VIT --vanilla_model VIT --image cat.png --cls_to_grid
 
