@@ -354,7 +354,11 @@ def environment(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         # the allocator's settings change how often large tensors cost fresh pages (benchmarks/NOTES.md)
-        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
+        "allocator_env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
+        },
     }
 
 
