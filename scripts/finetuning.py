@@ -372,6 +372,18 @@ def record_metrics(trainer: Trainer, split: str, metrics: dict[str, float]) -> N
     trainer.save_metrics(split, metrics)
 
 
+def predict_in_order(trainer: Trainer, dataset, **kwargs):
+    """`trainer.predict(dataset, **kwargs)` with the predictions in the dataset's order. transformers 5 batches
+    evaluation and prediction by length too under `--train_sampling_strategy group_by_length`, which would write a
+    prediction file in another order than its test file."""
+    strategy = trainer.args.train_sampling_strategy
+    trainer.args.train_sampling_strategy = "sequential"
+    try:
+        return trainer.predict(dataset, **kwargs)
+    finally:
+        trainer.args.train_sampling_strategy = strategy
+
+
 def train_and_save(
     trainer: Trainer,
     training_args: TrainingArguments,

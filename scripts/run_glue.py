@@ -55,6 +55,7 @@ from finetuning import (
     load_model,
     load_processor,
     parse_args,
+    predict_in_order,
     record_metrics,
     select_samples,
     setup_logging,
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.do_predict:
         logger.info("*** Predict ***")
         for task, dataset in predict_datasets.items():
-            predictions = trainer.predict(dataset, metric_key_prefix="predict").predictions
+            predictions = predict_in_order(trainer, dataset, metric_key_prefix="predict").predictions
             predictions = np.squeeze(predictions, axis=-1) if is_regression else np.argmax(predictions, axis=-1)
             output_file = os.path.join(training_args.output_dir, f"predict_results_{task}.txt")
             if trainer.is_world_process_zero():

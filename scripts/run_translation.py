@@ -55,6 +55,7 @@ from finetuning import (
     load_model,
     load_processor,
     parse_args,
+    predict_in_order,
     record_metrics,
     select_samples,
     setup_logging,
@@ -421,8 +422,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     if training_args.do_predict:
         logger.info("*** Predict ***")
-        predict_results = trainer.predict(
-            tokenized["test"], metric_key_prefix="predict", max_length=max_length, num_beams=num_beams
+        predict_results = predict_in_order(
+            trainer, tokenized["test"], metric_key_prefix="predict", max_length=max_length, num_beams=num_beams
         )
         metrics = dict(predict_results.metrics)
         metrics["predict_samples"] = len(tokenized["test"])

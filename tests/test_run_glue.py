@@ -134,7 +134,8 @@ def ea_run(checkpoint, data, tmp_path_factory) -> tuple[Path, dict]:
     output_dir = tmp_path_factory.mktemp("ea-run") / "out"
     argv = glue_args(
         checkpoint, output_dir, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
-        "--ea_alpha", "0.2", test="test", data=data,
+        "--ea_alpha", "0.2", "--train_sampling_strategy", "group_by_length", "--pad_to_max_length", "false",
+        test="test", data=data,
     )  # fmt: skip
     return output_dir, main(argv)
 
@@ -158,6 +159,40 @@ def test_ea_end_to_end(ea_run):
     assert {line.split("\t")[1] for line in lines[1:]} <= {"negative", "positive"}
     card = (output_dir / "README.md").read_text()
     assert "evolving-attention" in card and "custom_code" in card
+
+
+def test_predictions_follow_the_dataset_order_under_length_grouping(tmp_path):
+    """transformers 5 also batches predictions by length under group_by_length; `predict_in_order` keeps the
+    dataset's order (the run scripts write prediction files with it). The model outputs each row's length."""
+
+    class Length(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Linear(1, 1)
+
+        def forward(self, input_ids, attention_mask):
+            return {"logits": attention_mask.sum(-1, keepdim=True).float()}
+
+    lengths = [3, 9, 1, 7, 5, 2, 8, 4, 6, 10, 2, 5]
+    dataset = datasets.Dataset.from_dict(
+        {"input_ids": [[1] * n for n in lengths], "attention_mask": [[1] * n for n in lengths]}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_eval_batch_size=4, train_sampling_strategy="group_by_length",
+        report_to="none", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+
+    def collate(rows):
+        width = max(len(row["input_ids"]) for row in rows)
+        pad = [row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in rows]
+        mask = [row["attention_mask"] + [0] * (width - len(row["attention_mask"])) for row in rows]
+        return {"input_ids": torch.tensor(pad), "attention_mask": torch.tensor(mask)}
+
+    trainer = transformers.Trainer(model=Length(), args=args, data_collator=collate)
+    grouped = trainer.predict(dataset).predictions[:, 0].tolist()
+    assert sorted(grouped) == sorted(lengths) and grouped != lengths  # what transformers does
+    assert finetuning.predict_in_order(trainer, dataset).predictions[:, 0].tolist() == lengths
+    assert trainer.args.train_sampling_strategy == "group_by_length"  # restored for training
 
 
 def test_saved_ea_model_loads_as_remote_code_without_ea_hf(ea_run, tmp_path):
