@@ -37,6 +37,13 @@ checkpoints: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[data]"
 	$(PY) scripts/build_checkpoints.py --parallel
 
+# The evidence study (issue 9): EA and its vanilla twin on five tasks, alpha/beta chosen on validation, several seeds;
+# resumable. Runs under outputs/study/, report (results.md, results.json, results.png) under benchmarks/study/.
+.PHONY: study
+study: $(INSTALLED)
+	$(PY) -m pip install -q -c constraints.txt -e ".[data,plot]"
+	$(PY) scripts/study.py --jobs 2
+
 .PHONY: data
 data: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[data]"

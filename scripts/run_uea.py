@@ -57,6 +57,13 @@ class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "folder of .ts files (default: aeon's bundled ones)"})
     validation_fraction: float = field(default=0.3, metadata={"help": "share of TRAIN held out for model selection"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "one run per seed"})
+    score_test: bool = field(
+        default=True,
+        metadata={
+            "help": "score TEST after training; false for model-selection runs (validation only; TEST's series "
+            "lengths are still read: they set the head's input size)"
+        },
+    )
 
 
 class SeriesDataset(torch.utils.data.Dataset):
@@ -142,9 +149,10 @@ def run_seed(seed, model_args, data_args, training_args, full_train, test) -> di
     trainer.save_metrics("train", train_result.metrics)
     metrics = {"train_seconds": time.perf_counter() - start, "best_checkpoint": trainer.state.best_model_checkpoint}
     metrics.update(trainer.evaluate(SeriesDataset(validation), metric_key_prefix="eval"))
-    metrics.update(trainer.evaluate(SeriesDataset(test), metric_key_prefix="test"))
     trainer.save_metrics("eval", {k: v for k, v in metrics.items() if k.startswith("eval_")})
-    trainer.save_metrics("test", {k: v for k, v in metrics.items() if k.startswith("test_")})
+    if data_args.score_test:
+        metrics.update(trainer.evaluate(SeriesDataset(test), metric_key_prefix="test"))
+        trainer.save_metrics("test", {k: v for k, v in metrics.items() if k.startswith("test_")})
     with open(results_file, "w") as file:
         json.dump(metrics, file, indent=2)
     return metrics
@@ -176,7 +184,8 @@ def main(argv=None):
         f"channels, lengths up to {max(full_train.max_length, test.max_length)}"
     )
     runs = {seed: run_seed(seed, model_args, data_args, training_args, full_train, test) for seed in data_args.seeds}
-    key = "test_accuracy" if full_train.is_classification else "test_rmse"
+    split = "test" if data_args.score_test else "eval"
+    key = f"{split}_accuracy" if full_train.is_classification else f"{split}_rmse"
     scores = [run[key] for run in runs.values()]
     summary = {
         "dataset": data_args.dataset_name,

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Which EA conv should EA-ViT use by default: raster order (the authors') or the 2-D patch grid? A small ViT trained
 from scratch on Fashion-MNIST, vanilla vs EA-raster vs EA-grid, same data, seeds and budget; validation accuracy
-(a split of the training set, never the test set) and training time.
+(a split of the training set) and training time; with `--test`, also the accuracy on the 10,000 test images (for
+settings chosen on validation only: `scripts/study.py` calls it so).
 
     .venv/bin/python scripts/vit_conv_study.py --seeds 0 1 2 --output vit_conv_study.json
+    .venv/bin/python scripts/vit_conv_study.py --variants "EA grid" --seeds 3 --test --output run.json
     .venv/bin/python scripts/vit_conv_study.py --step_cost    # cost of a ViT-S/14 training step per variant
 
 Reads Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`, `apt-get install dataset-fashion-mnist`)
@@ -44,7 +46,21 @@ def load_split(data_dir: Path, train_size: int, validation_size: int):
     return (images[:train_size], labels[:train_size]), (images[train_size:end], labels[train_size:end])
 
 
-def train_and_evaluate(overrides: dict, args, train, validation, seed: int) -> dict:
+def load_test(data_dir: Path):
+    """Fashion-MNIST's 10,000 test images [N, 1, 28, 28] in [-1, 1] and labels [N]."""
+    images = torch.from_numpy(read_idx(data_dir / "t10k-images-idx3-ubyte.gz").copy()).float()
+    labels = torch.from_numpy(read_idx(data_dir / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    return images.div(127.5).sub(1.0).unsqueeze(1), labels
+
+
+def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        predictions = torch.cat([model(chunk).logits.argmax(-1) for chunk in images.split(500)])
+    return (predictions == labels).float().mean().item()
+
+
+def train_and_evaluate(overrides: dict, args, train, validation, seed: int, test=None) -> dict:
     torch.manual_seed(seed)
     config = EAViTConfig(
         image_size=28, patch_size=4, num_channels=1, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
@@ -73,10 +89,10 @@ def train_and_evaluate(overrides: dict, args, train, validation, seed: int) -> d
                 progress.update()
                 progress.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.perf_counter() - start
-    model.eval()
-    with torch.inference_mode():
-        predictions = torch.cat([model(chunk).logits.argmax(-1) for chunk in validation[0].split(500)])
-    return {"accuracy": (predictions == validation[1]).float().mean().item(), "train_seconds": seconds}
+    results = {"accuracy": accuracy(model, *validation), "train_seconds": seconds}
+    if test is not None:
+        results["test_accuracy"] = accuracy(model, *test)
+    return results
 
 
 def measure_step_cost(repeats: int = 4) -> dict[str, float]:
@@ -111,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--ea_alpha", type=float, default=0.5)
     parser.add_argument("--ea_beta", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--test", action="store_true", help="also score the test set (chosen settings only)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--step_cost", action="store_true", help="only time a ViT-S/14 training step per variant")
     args = parser.parse_args(argv)
@@ -118,10 +136,11 @@ def main(argv=None):
         return measure_step_cost()
 
     train, validation = load_split(args.data_dir, args.train_size, args.validation_size)
-    results = {name: [] for name in VARIANTS}
+    test = load_test(args.data_dir) if args.test else None
+    results = {name: [] for name in args.variants}
     for seed in args.seeds:  # variants interleaved per seed, so that machine load spreads evenly
-        for name, overrides in VARIANTS.items():
-            results[name].append(train_and_evaluate(overrides, args, train, validation, seed))
+        for name in args.variants:
+            results[name].append(train_and_evaluate(VARIANTS[name], args, train, validation, seed, test))
             print(f"seed {seed} {name}: {results[name][-1]}", flush=True)
 
     print(
@@ -137,9 +156,10 @@ def main(argv=None):
             "train_seconds_mean": statistics.mean(run["train_seconds"] for run in runs),
             "runs": runs,
         }
+        tested = f", test accuracy {statistics.mean(r['test_accuracy'] for r in runs):.4f}" if args.test else ""
         print(
             f"  {name:<10} validation accuracy {summary[name]['accuracy_mean']:.4f} +- "
-            f"{summary[name]['accuracy_std']:.4f}, training {summary[name]['train_seconds_mean']:.0f} s"
+            f"{summary[name]['accuracy_std']:.4f}{tested}, training {summary[name]['train_seconds_mean']:.0f} s"
         )
     if args.output:
         args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}, indent=2))

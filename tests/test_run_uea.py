@@ -66,6 +66,18 @@ def test_runs_every_model_type_over_seeds(model_type, data_dir, tmp_path):
     assert main(argv)["runs"] == summary["runs"]
 
 
+def test_model_selection_runs_leave_test_unscored(data_dir, tmp_path):
+    argv = [
+        "--dataset_name", "Toy", "--data_dir", str(data_dir), "--model_type", "ea_dc", "--seeds", "0",
+        "--num_train_epochs", "2", "--use_cpu", "true", "--score_test", "false", "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    summary = main(argv)
+    assert 0.0 <= summary["eval_accuracy_mean"] <= 1.0 and "test_accuracy_mean" not in summary
+    run = json.loads((tmp_path / "seed_0" / "all_results.json").read_text())
+    assert "eval_accuracy" in run and not any(key.startswith("test_") for key in run)
+    assert not (tmp_path / "seed_0" / "test_results.json").exists()
+
+
 def test_unknown_model_type_is_refused(data_dir, tmp_path):
     with pytest.raises(ValueError, match="--model_type must be one of"):
         main(

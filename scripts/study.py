@@ -1,0 +1,561 @@
+#!/usr/bin/env python
+"""Does evolving attention help? EA and its vanilla twin trained identically on real data, side by side (issue 9).
+
+    .venv/bin/python scripts/study.py                          # every task; resumable
+    .venv/bin/python scripts/study.py rotten_tomatoes basicmotions --jobs 2
+    .venv/bin/python scripts/study.py --report                 # tables and plot from the finished runs only
+
+For each task (see `TASKS`), in two phases:
+
+1. selection: the EA variant(s) trained once for each (`ea_alpha`, `ea_beta`) of the task's grid, with the selection
+   seed (`SELECTION_SEED`), scored on the validation split only; the setting with the best validation score is
+   chosen (ties: the first in the grid, the model's default);
+2. comparison: every variant (the vanilla twin, EA at its chosen setting, and baselines) trained with seeds 0..n-1
+   and scored on the test split. Only these runs ever read test data.
+
+Each run calls one of the project's training scripts (`run_glue.py`, `run_image_classification.py`,
+`vit_conv_study.py`, `run_translation.py`, `run_uea.py`) as a subprocess with `OMP_NUM_THREADS` = `--threads`, its
+output in `<run>/log.txt`, and records its metrics, wall time and CPU time (user + system of the subprocess, from
+`wait4`) in `<run>/study_run.json`; a run with that file is never repeated, so the command resumes after an
+interruption. `--jobs N` runs N at a time. The report (`results.json`, `results.md`, `results.png` under
+`--results_dir`) gives, per task, mean and standard deviation over seeds, each seed's score, and the paired comparison
+of EA with its twin: the mean and standard deviation of the per-seed differences, wins/ties/losses and a paired t-test.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import build_checkpoints as recipes
+import prepare_data
+
+
+logger = logging.getLogger(__name__)
+
+SCRIPTS = Path(__file__).resolve().parent
+SELECTION_SEED = 100  # never one of the comparison seeds 0..n-1
+DEFAULT_GRID = (
+    (0.1, 0.1),
+    (0.1, 0.5),
+    (0.5, 0.1),
+    (0.5, 0.5),
+)  # (ea_alpha, ea_beta); EA-BERT/ViT/Marian default first
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: `variant` of `task`, EA at (`alpha`, `beta`) (None for variants without EA), one seed;
+    `test` says whether it is a comparison run (scored on test) or a selection run (validation only)."""
+
+    task: str
+    variant: str
+    seed: int
+    test: bool
+    alpha: float | None = None
+    beta: float | None = None
+
+    def folder(self, output_dir: Path) -> Path:
+        setting = f"alpha{self.alpha}_beta{self.beta}" if self.alpha is not None else "no_ea"
+        phase = "comparison" if self.test else "selection"
+        return output_dir / self.task / phase / self.variant.replace(" ", "_") / setting / f"seed_{self.seed}"
+
+
+@dataclass
+class Task:
+    """A side-by-side comparison. `variants` maps a name to whether it has EA (and is swept); `twin` is the vanilla
+    variant every EA variant is compared with. `commands(run, out, work, data_dir)` gives the argv lists the run
+    executes in order (script name first; `out` the run's output folder, `work` the task's folder, where `prepare(work,
+    data_dir)` put the shared inputs); `score(run, out, data_dir)` reads its metrics, `{metric: value}` on validation
+    and, for a comparison run, on test (keys `validation` and `test` hold the headline metric)."""
+
+    name: str
+    title: str
+    metric: str
+    variants: dict[str, bool]
+    twin: str
+    seeds: int
+    commands: Callable[[Run, Path, Path, Path], list[list[str]]]
+    score: Callable[[Run, Path, Path], dict[str, float]]
+    recipe: dict
+    prepare: Callable[[Path, Path], None] = lambda work, data_dir: None
+    grid: tuple[tuple[float, float], ...] = DEFAULT_GRID
+    uses_gpu: bool = True  # its script trains on a GPU when one is visible (Trainer does)
+
+    def selection_runs(self) -> list[Run]:
+        return [
+            Run(self.name, variant, SELECTION_SEED, False, alpha, beta)
+            for variant, ea in self.variants.items()
+            if ea
+            for alpha, beta in self.grid
+        ]
+
+    def comparison_runs(self, chosen: dict[str, tuple[float, float]]) -> list[Run]:
+        return [
+            Run(self.name, variant, seed, True, *chosen.get(variant, (None, None)))
+            for seed in range(self.seeds)
+            for variant in self.variants
+        ]
+
+
+def ea_arguments(run: Run) -> list[str]:
+    return [] if run.alpha is None else ["--ea_alpha", str(run.alpha), "--ea_beta", str(run.beta)]
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run did not finish")
+    return json.loads(path.read_text())
+
+
+# --- Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned (run_glue.py) ---------------------------------------------------
+
+GLUE_STUDY = {**recipes.GLUE_RECIPE, "max_train_samples": 3000}
+
+
+def glue_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+    data = data_dir / "rotten_tomatoes"
+    recipe = {**GLUE_STUDY, "seed": run.seed}
+    test = ["--test_file", str(data / "test.csv"), "--do_predict"] if run.test else []
+    return [[
+        "run_glue.py", "--model_name_or_path", recipes.minilm_path(),
+        "--model_type", "vanilla" if run.alpha is None else "ea", *ea_arguments(run),
+        "--train_file", str(data / "train.csv"), "--validation_file", str(data / "validation.csv"), *test,
+        "--do_train", "--do_eval", *recipes.as_arguments(recipe),
+        "--train_sampling_strategy", "group_by_length", "--pad_to_max_length", "false",
+        "--save_strategy", "no", "--logging_steps", "20", "--report_to", "none", "--output_dir", str(folder),
+    ]]  # fmt: skip
+
+
+def glue_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    scores = {"validation": read_json(folder / "all_results.json")["eval_accuracy"]}
+    if run.test:
+        with open(data_dir / "rotten_tomatoes" / "test.csv", newline="", encoding="utf-8") as file:
+            labels = [row["label"] for row in csv.DictReader(file)]
+        with open(folder / "predict_results_None.txt", encoding="utf-8") as file:
+            predictions = [line.rstrip("\n").split("\t")[1] for line in file.readlines()[1:]]
+        if len(predictions) != len(labels):
+            raise ValueError(f"{folder}: {len(predictions)} test predictions for {len(labels)} test sentences")
+        scores["test"] = statistics.mean(p == label for p, label in zip(predictions, labels, strict=True))
+    return scores
+
+
+# --- Fashion-MNIST: the pretrained ViT-S/14 fine-tuned (run_image_classification.py) ------------------------------
+
+IMAGE_STUDY = {**recipes.IMAGE_RECIPE, "image_size": 56, "learning_rate": 1e-4}
+
+
+def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+    images = data_dir / "fashion_mnist"
+    model_type = "vanilla" if run.alpha is None else "ea"
+    recipe = {**IMAGE_STUDY, "seed": run.seed}
+    commands = [[
+        "run_image_classification.py", "--model_name_or_path", str(work / "base"),
+        "--model_type", model_type, *ea_arguments(run),
+        "--train_dir", str(images / "train"), "--validation_dir", str(images / "validation"),
+        "--do_train", "--do_eval", *recipes.as_arguments(recipe),
+        "--save_strategy", "no", "--logging_steps", "10", "--report_to", "none", "--output_dir", str(folder),
+    ]]  # fmt: skip
+    if run.test:  # the trained model on every test image (a separate evaluation: the script has no test split)
+        commands.append([
+            "run_image_classification.py", "--model_name_or_path", str(folder), "--model_type", model_type,
+            "--validation_dir", str(images / "test"), "--do_eval", "--image_size", str(IMAGE_STUDY["image_size"]),
+            "--per_device_eval_batch_size", "64", "--report_to", "none", "--output_dir", str(folder / "test"),
+        ])  # fmt: skip
+    return commands
+
+
+def vit_s14_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    scores = {"validation": read_json(folder / "all_results.json")["eval_accuracy"]}
+    if run.test:
+        scores["test"] = read_json(folder / "test" / "all_results.json")["eval_accuracy"]
+    return scores
+
+
+# --- Fashion-MNIST: a small ViT from scratch, raster and 2-D grid EA conv (vit_conv_study.py) -----------------------
+
+SMALL_VIT_STUDY = {"train_size": 10000, "validation_size": 5000, "epochs": 3, "batch_size": 64, "learning_rate": 2e-3}
+
+
+def small_vit_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+    alpha_beta = ea_arguments(run) or ["--ea_alpha", "0", "--ea_beta", "0"]  # (vanilla: not read)
+    return [[
+        "vit_conv_study.py", "--data_dir", prepare_data.FASHION_MNIST_DIR, "--variants", run.variant,
+        "--seeds", str(run.seed), *alpha_beta, *recipes.as_arguments(SMALL_VIT_STUDY),
+        *(["--test"] if run.test else []), "--output", str(folder / "results.json"),
+    ]]  # fmt: skip
+
+
+def small_vit_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    result = read_json(folder / "results.json")[run.variant]["runs"][0]
+    return {"validation": result["accuracy"], **({"test": result["test_accuracy"]} if run.test else {})}
+
+
+# --- English-Spanish verses: a small Marian from scratch (run_translation.py) --------------------------------------
+
+TRANSLATION_STUDY = {**recipes.TRANSLATION_RECIPE, "max_train_samples": 10000, "generation_num_beams": 1}
+
+
+def marian_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+    verses = data_dir / "verses"
+    recipe = {**TRANSLATION_STUDY, "seed": run.seed}
+    test = ["--test_file", str(verses / "test.jsonl"), "--do_predict"] if run.test else []
+    return [[
+        "run_translation.py", "--model_name_or_path", str(work / "init"),
+        "--model_type", "vanilla" if run.alpha is None else "ea", *ea_arguments(run),
+        "--train_file", str(verses / "train.jsonl"), "--validation_file", str(verses / "validation.jsonl"), *test,
+        "--source_lang", "en", "--target_lang", "es", "--do_train", "--do_eval", "--predict_with_generate",
+        *recipes.as_arguments(recipe), "--train_sampling_strategy", "group_by_length",
+        "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none", "--output_dir", str(folder),
+    ]]  # fmt: skip
+
+
+def marian_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    results = read_json(folder / "all_results.json")
+    scores = {"validation": results["eval_bleu"], "validation_chrf": results["eval_chrf"]}
+    if run.test:
+        scores |= {"test": results["predict_bleu"], "test_chrf": results["predict_chrf"]}
+    return scores
+
+
+# --- UEA time series: EA-DC-Transformer, DC-Transformer, TST-style (run_uea.py) -----------------------------------
+
+UEA_STUDY = {"num_train_epochs": 100}
+UEA_MODEL_TYPES = {"TST-style": "tst", "DC": "dc", "EA-DC": "ea_dc"}
+
+
+def uea_commands(dataset: str) -> Callable[[Run, Path, Path, Path], list[list[str]]]:
+    def commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+        return [[
+            "run_uea.py", "--dataset_name", dataset, "--model_type", UEA_MODEL_TYPES[run.variant], *ea_arguments(run),
+            "--seeds", str(run.seed), *recipes.as_arguments(UEA_STUDY), "--score_test", str(run.test).lower(),
+            "--output_dir", str(folder),
+        ]]  # fmt: skip
+
+    return commands
+
+
+def uea_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    result = read_json(folder / f"seed_{run.seed}" / "all_results.json")
+    return {"validation": result["eval_accuracy"], **({"test": result["test_accuracy"]} if run.test else {})}
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        Task(
+            "rotten_tomatoes", "Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned", "accuracy",
+            {"vanilla": False, "EA": True}, "vanilla", 5, glue_commands, glue_score, GLUE_STUDY,
+            recipes.prepare_rotten_tomatoes,
+        ),
+        Task(
+            "fashion_mnist_vit_s14", "Fashion-MNIST: pretrained ViT-S/14 fine-tuned", "accuracy",
+            {"vanilla": False, "EA": True}, "vanilla", 3, vit_s14_commands, vit_s14_score, IMAGE_STUDY,
+            recipes.prepare_vit,  # Fashion-MNIST image folders, and work/base: the ViT-S/14 from the ONNX
+        ),
+        Task(
+            "fashion_mnist_small_vit", "Fashion-MNIST: a small ViT from scratch", "accuracy",
+            {"vanilla": False, "EA raster": True, "EA grid": True}, "vanilla", 3, small_vit_commands,
+            small_vit_score, SMALL_VIT_STUDY, uses_gpu=False,
+        ),
+        Task(
+            "translation_en_es", "English-Spanish verses: a small Marian from scratch", "BLEU",
+            {"vanilla": False, "EA": True}, "vanilla", 3, marian_commands, marian_score,
+            {**recipes.MARIAN_SIZE, **TRANSLATION_STUDY}, recipes.prepare_marian,
+        ),
+        *(
+            Task(
+                dataset.lower(), f"{dataset}: DC-Transformer with and without EA, and a TST-style Transformer",
+                "accuracy", {"TST-style": False, "DC": False, "EA-DC": True}, "DC", 5, uea_commands(dataset),
+                uea_score, {"dataset": dataset, **UEA_STUDY},
+                grid=((0.3, 0.7), (0.1, 0.7), (0.3, 0.3), (0.1, 0.3)),  # the authors' default first
+            )
+            for dataset in ("BasicMotions", "JapaneseVowels")
+        ),
+    )
+}  # fmt: skip
+
+
+# --- running ------------------------------------------------------------------------------------------------------
+
+
+def device_name(uses_gpu: bool) -> str:
+    if uses_gpu and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+def execute(task: Task, run: Run, output_dir: Path, data_dir: Path, threads: int) -> dict:
+    """Train and score `run` unless its `study_run.json` exists; returns that record. The scripts write into
+    `<run>/run/`, which an interrupted run left behind is removed first: the run starts over."""
+    folder = run.folder(output_dir)
+    record_file = folder / "study_run.json"
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
+    out = folder / "run"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+    cpu_seconds, start = 0.0, time.perf_counter()
+    with open(folder / "log.txt", "a") as log:
+        for command in task.commands(run, out, output_dir / task.name, data_dir):
+            log.write(f"$ {' '.join(command)}\n")
+            log.flush()
+            argv = [sys.executable, str(SCRIPTS / command[0]), *command[1:]]
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=SCRIPTS.parent)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            cpu_seconds += usage.ru_utime + usage.ru_stime
+            if process.returncode != 0:
+                raise RuntimeError(f"{Path(command[0]).name} failed (exit {process.returncode}); see {log.name}")
+    record = {
+        "run": run.__dict__,
+        "scores": task.score(run, out, data_dir),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "threads": threads,
+        "device": device_name(task.uses_gpu),
+    }
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def execute_all(
+    jobs: list[tuple[Task, Run]], output_dir: Path, data_dir: Path, threads: int, parallel: int, desc: str
+):
+    """Every (task, run), `parallel` at a time; returns {run: record}. A failed run is reported and the rest go on;
+    raises at the end if any failed."""
+    records, failures = {}, []
+    with ThreadPoolExecutor(max_workers=parallel) as pool, tqdm(total=len(jobs), desc=desc, unit="run") as progress:
+        futures = {pool.submit(execute, task, run, output_dir, data_dir, threads): run for task, run in jobs}
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                records[run] = future.result()
+                progress.set_postfix_str(f"{run.task} {run.variant} seed {run.seed}: {records[run]['scores']}")
+            except Exception as error:  # noqa: BLE001 (each failure is reported below, then raised)
+                failures.append(f"{run}: {error}")
+                logger.error(f"{run}: {error}")
+            progress.update()
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed:\n" + "\n".join(failures))
+    return records
+
+
+def finished_runs(output_dir: Path) -> dict[Run, dict]:
+    """{run: record} of every finished run under `output_dir`."""
+    records = {}
+    for path in sorted(output_dir.glob("*/*/*/*/seed_*/study_run.json")):
+        record = json.loads(path.read_text())
+        records[Run(**record["run"])] = record
+    return records
+
+
+def choose(task: Task, records: dict[Run, dict]) -> tuple[dict[str, tuple[float, float]], dict]:
+    """Per EA variant, the (alpha, beta) of best validation score (ties: the first in the grid); and the grid."""
+    chosen, grid = {}, {}
+    for variant in (variant for variant, ea in task.variants.items() if ea):
+        scores = {
+            (run.alpha, run.beta): records[run]["scores"]["validation"]
+            for run in task.selection_runs()
+            if run.variant == variant and run in records
+        }
+        if len(scores) == len(task.grid):
+            chosen[variant] = max(task.grid, key=lambda setting: (scores[setting], -task.grid.index(setting)))
+        grid[variant] = [{"alpha": a, "beta": b, "validation": scores.get((a, b))} for a, b in task.grid]
+    return chosen, grid
+
+
+def paired(ea: list[float], twin: list[float]) -> dict:
+    """Per-seed differences EA - twin: mean, standard deviation, wins/ties/losses and a two-sided paired t-test."""
+    from scipy import stats
+
+    differences = [a - b for a, b in zip(ea, twin, strict=True)]
+    result = {
+        "differences": differences,
+        "mean": statistics.mean(differences),
+        "std": statistics.stdev(differences) if len(differences) > 1 else 0.0,
+        "wins": sum(d > 0 for d in differences),
+        "ties": sum(d == 0 for d in differences),
+        "losses": sum(d < 0 for d in differences),
+        "p_value": None,
+    }
+    if len(differences) > 1 and result["std"] > 0:
+        result["p_value"] = float(stats.ttest_rel(ea, twin).pvalue)
+    return result
+
+
+def summarize(task: Task, records: dict[Run, dict]) -> dict:
+    """One task's results: the selection grid and choice, each variant's test scores over seeds, the paired
+    comparisons of EA variants with the twin, and CPU time per phase. Incomplete phases are reported as such."""
+    chosen, grid = choose(task, records)
+    selection = [records[run] for run in task.selection_runs() if run in records]
+    summary = {
+        "title": task.title,
+        "metric": task.metric,
+        "recipe": task.recipe,
+        "seeds": task.seeds,
+        "twin": task.twin,
+        "grid": grid,
+        "chosen": {variant: {"alpha": a, "beta": b} for variant, (a, b) in chosen.items()},
+        "variants": {},
+        "comparisons": {},
+        "cpu_seconds": {"selection": round(sum(r["cpu_seconds"] for r in selection), 1)},
+        "devices": sorted({r["device"] for r in selection}),
+    }
+    ea_variants = [variant for variant, ea in task.variants.items() if ea]
+    if len(chosen) < len(ea_variants):
+        return summary
+    comparison = [run for run in task.comparison_runs(chosen) if run in records]
+    summary["cpu_seconds"]["comparison"] = round(sum(records[run]["cpu_seconds"] for run in comparison), 1)
+    summary["devices"] = sorted({records[run]["device"] for run in comparison} | set(summary["devices"]))
+    for variant in task.variants:
+        runs = [run for run in comparison if run.variant == variant]
+        test = [records[run]["scores"]["test"] for run in runs]
+        extra = {k: [records[run]["scores"][k] for run in runs] for k in records[runs[0]]["scores"]} if runs else {}
+        summary["variants"][variant] = {
+            "seeds": [run.seed for run in runs],
+            "test": test,
+            "mean": statistics.mean(test) if test else None,
+            "std": statistics.stdev(test) if len(test) > 1 else None,
+            "scores": extra,
+            "cpu_seconds_per_run": statistics.mean(records[run]["cpu_seconds"] for run in runs) if runs else None,
+        }
+    twin = summary["variants"][task.twin]
+    for variant in ea_variants:
+        ea = summary["variants"][variant]
+        common = sorted(set(ea["seeds"]) & set(twin["seeds"]))
+        if len(common) == task.seeds:
+            summary["comparisons"][variant] = paired(
+                [ea["test"][ea["seeds"].index(s)] for s in common],
+                [twin["test"][twin["seeds"].index(s)] for s in common],
+            )
+    return summary
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 4, sign: str = "") -> str:
+    return "-" if value is None else f"{value:{sign}.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    """The headline table (one row per EA variant vs its twin), then per task the selection grid and each seed."""
+    lines = [
+        "| task | metric (test) | vanilla twin | EA | EA - twin (paired, mean +- std) | wins/ties/losses "
+        "| p (paired t) | seeds | EA alpha, beta (chosen on validation) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, task in results["tasks"].items():
+        twin = task["variants"].get(task["twin"], {})
+        for variant, comparison in task["comparisons"].items():
+            ea, setting = task["variants"][variant], task["chosen"][variant]
+            label = task["title"] + (f" ({variant})" if variant != "EA" else "")
+            lines.append(
+                f"| {label} | {task['metric']} | {fmt(twin['mean'])} +- {fmt(twin['std'])} | {fmt(ea['mean'])} +- "
+                f"{fmt(ea['std'])} | {fmt(comparison['mean'], sign='+')} +- {fmt(comparison['std'])} | "
+                f"{comparison['wins']}/{comparison['ties']}/{comparison['losses']} | "
+                f"{fmt(comparison['p_value'], 3)} | {len(ea['seeds'])} | {setting['alpha']}, {setting['beta']} |"
+            )
+    for name, task in results["tasks"].items():
+        lines += ["", f"### {task['title']} (`{name}`)", "", f"Recipe: `{json.dumps(task['recipe'])}`.", ""]
+        for variant, grid in task["grid"].items():
+            cells = ", ".join(f"({g['alpha']}, {g['beta']}): {fmt(g['validation'])}" for g in grid)
+            lines.append(
+                f"- selection, {variant}, validation {task['metric']} at (alpha, beta), seed {SELECTION_SEED}: {cells}"
+            )
+        for variant, scores in task["variants"].items():
+            seeds = ", ".join(f"{seed}: {fmt(score)}" for seed, score in zip(scores["seeds"], scores["test"]))
+            lines.append(f"- {variant}, test {task['metric']} by seed: {seeds or 'not run'}")
+        cpu = ", ".join(f"{phase} {seconds / 60:.0f} min" for phase, seconds in task["cpu_seconds"].items())
+        lines.append(f"- CPU time: {cpu}; device: {', '.join(task['devices']) or '-'}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """One panel per task: each seed's test score per variant, the seeds of a pair joined by a line, means as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = {name: task for name, task in results["tasks"].items() if task["comparisons"]}
+    if not tasks:
+        return
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False)
+    for axis, (name, task) in zip(axes[0], tasks.items()):
+        variants = list(task["variants"])
+        for index, variant in enumerate(variants):
+            scores = task["variants"][variant]
+            axis.bar(index, scores["mean"], color="#9ecae1" if variant == task["twin"] else "#fdae6b", alpha=0.6)
+        for seed in range(task["seeds"]):
+            values = [task["variants"][v]["test"][task["variants"][v]["seeds"].index(seed)] for v in variants]
+            axis.plot(range(len(variants)), values, marker="o", color="0.3", linewidth=0.8, markersize=3)
+        low = min(min(task["variants"][v]["test"]) for v in variants)
+        high = max(max(task["variants"][v]["test"]) for v in variants)
+        axis.set_ylim(low - 0.1 * (high - low + 1e-3) - 0.01, high + 0.1 * (high - low + 1e-3) + 0.01)
+        axis.set_xticks(range(len(variants)), variants, rotation=20)
+        axis.set_title(task["title"].split(":")[0], fontsize=9)
+        axis.set_ylabel(f"test {task['metric']}")
+    figure.suptitle("EA vs its vanilla twin: test score per seed (lines join a seed's runs), bars: means", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"default: all of {', '.join(TASKS)}")
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/study"), help="the runs")
+    parser.add_argument("--results_dir", type=Path, default=Path("benchmarks/study"), help="the report")
+    parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="the prepared datasets")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
+    parser.add_argument("--report", action="store_true", help="only write the report, from the finished runs")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    tasks = [TASKS[name] for name in args.tasks or TASKS]
+    output_dir, data_dir = args.output_dir.resolve(), args.data_dir.resolve()
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+
+    if not args.report:
+        for task in tasks:
+            task.prepare(output_dir / task.name, data_dir)
+        records = execute_all([(task, run) for task in tasks for run in task.selection_runs()], output_dir,
+                              data_dir, threads, args.jobs, "selection")  # fmt: skip
+        jobs = [(task, run) for task in tasks for run in task.comparison_runs(choose(task, records)[0])]
+        execute_all(jobs, output_dir, data_dir, threads, args.jobs, "comparison")
+
+    # the report covers every task with finished runs on disk, not only those of this call
+    records = finished_runs(output_dir)
+    started = {run.task for run in records}
+    results = {"tasks": {name: summarize(task, records) for name, task in TASKS.items() if name in started}}
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.results_dir / "results.md").write_text(markdown(results))
+    plot(results, args.results_dir / "results.png")
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

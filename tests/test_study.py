@@ -1,0 +1,134 @@
+"""scripts/study.py: selection on validation only, paired statistics, resuming, and the report (a fake task whose
+"training" is a tiny script, so that the flow runs in seconds)."""
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import study  # noqa: E402
+
+
+FAKE_TRAINING = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    out, variant, seed, alpha, beta, test = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *sys.argv[4:7]
+    if variant == "broken":
+        sys.exit(3)
+    with open(out.parents[5] / "calls.txt", "a") as calls:
+        calls.write(f"{variant} {seed} {alpha} {beta} {test}\\n")
+    ea = alpha != "None"
+    # validation peaks at alpha 0.5, beta 0.1; on test EA is 0.1 + seed / 100 above the twin
+    validation = 0.8 - (float(alpha) - 0.5) ** 2 - (float(beta) - 0.1) ** 2 if ea else 0.7
+    scores = {"validation": validation}
+    if test == "True":
+        scores["test"] = 0.6 + seed / 100 + (0.1 + seed / 100 if ea else 0.0)
+    (out / "scores.json").write_text(json.dumps(scores))
+    """
+)
+
+
+def fake_task(tmp_path: Path, variants: dict[str, bool], seeds: int = 3) -> study.Task:
+    script = tmp_path / "fake_training.py"
+    script.write_text(FAKE_TRAINING)
+
+    def commands(run, out, work, data_dir):
+        return [[str(script), str(out), run.variant, str(run.seed), str(run.alpha), str(run.beta), str(run.test)]]
+
+    def score(run, out, data_dir):
+        return json.loads((out / "scores.json").read_text())
+
+    return study.Task("fake", "Fake: a task", "accuracy", variants, "vanilla", seeds, commands, score, {"epochs": 1})
+
+
+def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monkeypatch):
+    task = fake_task(tmp_path, {"vanilla": False, "EA": True})
+    monkeypatch.setattr(study, "TASKS", {"fake": task})
+    output, results_dir = tmp_path / "runs", tmp_path / "report"
+    argv = ["--output_dir", str(output), "--results_dir", str(results_dir), "--jobs", "2", "--threads", "1"]
+    results = study.main(argv)["tasks"]["fake"]
+
+    calls = (output / "calls.txt").read_text().splitlines()
+    selection = [call for call in calls if call.endswith("False")]
+    assert len(selection) == len(study.DEFAULT_GRID)  # EA only, each grid point once, never scored on test
+    assert all(call.split()[:2] == ["EA", str(study.SELECTION_SEED)] for call in selection)
+    assert results["chosen"] == {"EA": {"alpha": 0.5, "beta": 0.1}}
+    comparison = sorted(call for call in calls if call.endswith("True"))
+    assert comparison == sorted(
+        [f"EA {seed} 0.5 0.1 True" for seed in range(3)] + [f"vanilla {seed} None None True" for seed in range(3)]
+    )
+
+    assert results["variants"]["vanilla"]["test"] == pytest.approx([0.6, 0.61, 0.62])
+    assert results["variants"]["EA"]["mean"] == pytest.approx(0.72)
+    comparison = results["comparisons"]["EA"]
+    assert comparison["differences"] == pytest.approx([0.1, 0.11, 0.12])
+    assert comparison["std"] == pytest.approx(0.01)
+    assert (comparison["wins"], comparison["ties"], comparison["losses"]) == (3, 0, 0)
+    assert set(results["cpu_seconds"]) == {"selection", "comparison"}
+    record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
+    assert record["scores"]["test"] == pytest.approx(0.7) and record["cpu_seconds"] >= 0 and record["threads"] == 1
+
+    table = (results_dir / "results.md").read_text()
+    assert "| Fake: a task | accuracy | 0.6100 +- 0.0100 | 0.7200 +- 0.0200 | +0.1100 +- 0.0100 | 3/0/0 |" in table
+    assert (results_dir / "results.png").stat().st_size > 0
+    assert json.loads((results_dir / "results.json").read_text())["tasks"]["fake"]["chosen"]["EA"]["alpha"] == 0.5
+
+    study.main(argv)  # finished runs are not repeated
+    assert (output / "calls.txt").read_text().splitlines() == calls
+    assert study.main([*argv, "--report"])["tasks"]["fake"]["comparisons"]["EA"]["mean"] == pytest.approx(0.11)
+
+
+def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
+    task = fake_task(tmp_path, {"vanilla": False, "broken": True, "EA": True}, seeds=1)
+    monkeypatch.setattr(study, "TASKS", {"fake": task})
+    argv = ["--output_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "report"), "--jobs", "1"]
+    with pytest.raises(
+        RuntimeError, match=r"(?s)4 run\(s\) failed.*fake_training\.py failed \(exit 3\); see .*broken.*log\.txt"
+    ):
+        study.main(argv)
+    assert len(list((tmp_path / "runs").glob("fake/selection/EA/*/seed_100/study_run.json"))) == 4
+    assert not list((tmp_path / "runs").glob("fake/selection/broken/*/seed_100/study_run.json"))
+
+
+def test_paired_statistics():
+    result = study.paired([0.7, 0.9, 1.0], [0.6, 0.7, 0.7])  # differences 0.1, 0.2, 0.3
+    assert result["mean"] == pytest.approx(0.2) and result["std"] == pytest.approx(0.1)
+    t = 0.2 / (0.1 / math.sqrt(3))
+    assert result["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)  # Student t, 2 d.o.f.
+    assert study.paired([0.5, 0.5], [0.5, 0.5]) | {"differences": None} == {
+        "differences": None, "mean": 0.0, "std": 0.0, "wins": 0, "ties": 2, "losses": 0, "p_value": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(study.TASKS))
+def test_selection_runs_never_read_test_data(name, tmp_path):
+    task = study.TASKS[name]
+    ea_variant = next(variant for variant, ea in task.variants.items() if ea)
+    selection = study.Run(name, ea_variant, study.SELECTION_SEED, False, *task.grid[0])
+    comparison = study.Run(name, ea_variant, 0, True, *task.grid[0])
+    out, work, data = tmp_path / "out", tmp_path / "work", tmp_path / "data"
+
+    def flat(run):
+        return [item for command in task.commands(run, out, work, data) for item in command]
+
+    def reads_test_files(arguments):
+        return any("test" in item[len(str(data)) :] for item in arguments if item.startswith(str(data)))
+
+    arguments = flat(selection)
+    assert not {"--do_predict", "--test", "--test_file"} & set(arguments)
+    assert not reads_test_files(arguments)
+    assert arguments[arguments.index("--ea_alpha") + 1] == str(task.grid[0][0])
+    if "--score_test" in arguments:
+        assert arguments[arguments.index("--score_test") + 1] == "false"
+    tested = flat(comparison)
+    assert (
+        {"--do_predict", "--test"} & set(tested)
+        or reads_test_files(tested)
+        or (tested[tested.index("--score_test") + 1] == "true")
+    )
