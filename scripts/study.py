@@ -49,12 +49,8 @@ logger = logging.getLogger(__name__)
 
 SCRIPTS = Path(__file__).resolve().parent
 SELECTION_SEED = 100  # never one of the comparison seeds 0..n-1
-DEFAULT_GRID = (
-    (0.1, 0.1),
-    (0.1, 0.5),
-    (0.5, 0.1),
-    (0.5, 0.5),
-)  # (ea_alpha, ea_beta); EA-BERT/ViT/Marian default first
+# (ea_alpha, ea_beta) settings tried in selection; the EA-BERT, EA-ViT and EA-Marian default first
+DEFAULT_GRID = ((0.1, 0.1), (0.1, 0.5), (0.5, 0.1), (0.5, 0.5))
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,13 @@ def read_json(path: Path) -> dict:
 
 # --- Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned (run_glue.py) ---------------------------------------------------
 
-GLUE_STUDY = {**recipes.GLUE_RECIPE, "max_train_samples": 3000}
+
+def without_seed(recipe: dict) -> dict:
+    """A checkpoint recipe without its seed: every study run sets its own."""
+    return {key: value for key, value in recipe.items() if key != "seed"}
+
+
+GLUE_STUDY = {**without_seed(recipes.GLUE_RECIPE), "max_train_samples": 3000}
 
 
 def glue_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -156,7 +158,7 @@ def glue_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
 
 # --- Fashion-MNIST: the pretrained ViT-S/14 fine-tuned (run_image_classification.py) ------------------------------
 
-IMAGE_STUDY = {**recipes.IMAGE_RECIPE, "image_size": 56, "learning_rate": 1e-4}
+IMAGE_STUDY = {**without_seed(recipes.IMAGE_RECIPE), "image_size": 56, "learning_rate": 1e-4}
 
 
 def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -170,11 +172,13 @@ def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list
         "--do_train", "--do_eval", *recipes.as_arguments(recipe),
         "--save_strategy", "no", "--logging_steps", "10", "--report_to", "none", "--output_dir", str(folder),
     ]]  # fmt: skip
-    if run.test:  # the trained model on every test image (a separate evaluation: the script has no test split)
+    if run.test:  # the trained model on every test image: a separate evaluation (the script has no test split; the
+        # training folder only gives the label set)
         commands.append([
             "run_image_classification.py", "--model_name_or_path", str(folder), "--model_type", model_type,
-            "--validation_dir", str(images / "test"), "--do_eval", "--image_size", str(IMAGE_STUDY["image_size"]),
-            "--per_device_eval_batch_size", "64", "--report_to", "none", "--output_dir", str(folder / "test"),
+            "--train_dir", str(images / "train"), "--validation_dir", str(images / "test"), "--do_eval",
+            "--image_size", str(IMAGE_STUDY["image_size"]), "--per_device_eval_batch_size", "64",
+            "--report_to", "none", "--output_dir", str(folder / "test"),
         ])  # fmt: skip
     return commands
 
@@ -207,7 +211,7 @@ def small_vit_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
 
 # --- English-Spanish verses: a small Marian from scratch (run_translation.py) --------------------------------------
 
-TRANSLATION_STUDY = {**recipes.TRANSLATION_RECIPE, "max_train_samples": 10000, "generation_num_beams": 1}
+TRANSLATION_STUDY = {**without_seed(recipes.TRANSLATION_RECIPE), "max_train_samples": 10000, "generation_num_beams": 1}
 
 
 def marian_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -481,7 +485,8 @@ def markdown(results: dict) -> str:
             )
         for variant, scores in task["variants"].items():
             seeds = ", ".join(f"{seed}: {fmt(score)}" for seed, score in zip(scores["seeds"], scores["test"]))
-            lines.append(f"- {variant}, test {task['metric']} by seed: {seeds or 'not run'}")
+            mean = f"{fmt(scores['mean'])} +- {fmt(scores['std'])}; " if scores["test"] else ""
+            lines.append(f"- {variant}, test {task['metric']}: {mean}by seed {seeds or 'not run'}")
         cpu = ", ".join(f"{phase} {seconds / 60:.0f} min" for phase, seconds in task["cpu_seconds"].items())
         lines.append(f"- CPU time: {cpu}; device: {', '.join(task['devices']) or '-'}")
     return "\n".join(lines) + "\n"
@@ -499,18 +504,18 @@ def plot(results: dict, path: Path) -> None:
         return
     figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False)
     for axis, (name, task) in zip(axes[0], tasks.items()):
-        variants = list(task["variants"])
+        variants = [variant for variant, scores in task["variants"].items() if scores["test"]]
         for index, variant in enumerate(variants):
             scores = task["variants"][variant]
             axis.bar(index, scores["mean"], color="#9ecae1" if variant == task["twin"] else "#fdae6b", alpha=0.6)
-        for seed in range(task["seeds"]):
+        for seed in set.intersection(*(set(task["variants"][v]["seeds"]) for v in variants)):
             values = [task["variants"][v]["test"][task["variants"][v]["seeds"].index(seed)] for v in variants]
             axis.plot(range(len(variants)), values, marker="o", color="0.3", linewidth=0.8, markersize=3)
         low = min(min(task["variants"][v]["test"]) for v in variants)
         high = max(max(task["variants"][v]["test"]) for v in variants)
         axis.set_ylim(low - 0.1 * (high - low + 1e-3) - 0.01, high + 0.1 * (high - low + 1e-3) + 0.01)
         axis.set_xticks(range(len(variants)), variants, rotation=20)
-        axis.set_title(task["title"].split(":")[0], fontsize=9)
+        axis.set_title(name, fontsize=9)
         axis.set_ylabel(f"test {task['metric']}")
     figure.suptitle("EA vs its vanilla twin: test score per seed (lines join a seed's runs), bars: means", fontsize=9)
     figure.tight_layout()
