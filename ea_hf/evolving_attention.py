@@ -303,7 +303,7 @@ class EvolvingAttention(nn.Module):
                     past_rows = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1])
                 past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
                 stacked = torch.cat([past_rows, mixed], dim=2)
-                # a copy: `mixed` may be updated in place below
+                # a copy: a view would keep the whole stacked map alive in the cache
                 rows = stacked[:, :, -above:].clone() if use_cache else None
             convolved = self.conv(stacked, rows_above=True) if cached else self.conv(mixed)
         convolved = self.activation(convolved)  # in place where the activation allows it

@@ -23,7 +23,6 @@ of EA with its twin: the mean and standard deviation of the per-seed differences
 """
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -112,12 +111,6 @@ def ea_arguments(run: Run) -> list[str]:
     return [] if run.alpha is None else ["--ea_alpha", str(run.alpha), "--ea_beta", str(run.beta)]
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run did not finish")
-    return json.loads(path.read_text())
-
-
 # --- Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned (run_glue.py) ---------------------------------------------------
 
 
@@ -144,10 +137,9 @@ def glue_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[li
 
 
 def glue_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    scores = {"validation": read_json(folder / "all_results.json")["eval_accuracy"]}
+    scores = {"validation": recipes.run_results(folder)["eval_accuracy"]}
     if run.test:
-        with open(data_dir / "rotten_tomatoes" / "test.csv", newline="", encoding="utf-8") as file:
-            labels = [row["label"] for row in csv.DictReader(file)]
+        labels = recipes.rotten_tomatoes_splits(data_dir)["test"][1]
         with open(folder / "predict_results_None.txt", encoding="utf-8") as file:
             predictions = [line.rstrip("\n").split("\t")[1] for line in file.readlines()[1:]]
         if len(predictions) != len(labels):
@@ -184,9 +176,9 @@ def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list
 
 
 def vit_s14_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    scores = {"validation": read_json(folder / "all_results.json")["eval_accuracy"]}
+    scores = {"validation": recipes.run_results(folder)["eval_accuracy"]}
     if run.test:
-        scores["test"] = read_json(folder / "test" / "all_results.json")["eval_accuracy"]
+        scores["test"] = recipes.run_results(folder / "test")["eval_accuracy"]
     return scores
 
 
@@ -205,7 +197,7 @@ def small_vit_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> li
 
 
 def small_vit_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    result = read_json(folder / "results.json")[run.variant]["runs"][0]
+    result = json.loads((folder / "results.json").read_text())[run.variant]["runs"][0]
     return {"validation": result["accuracy"], **({"test": result["test_accuracy"]} if run.test else {})}
 
 
@@ -229,7 +221,7 @@ def marian_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[
 
 
 def marian_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    results = read_json(folder / "all_results.json")
+    results = recipes.run_results(folder)
     scores = {"validation": results["eval_bleu"], "validation_chrf": results["eval_chrf"]}
     if run.test:
         scores |= {"test": results["predict_bleu"], "test_chrf": results["predict_chrf"]}
@@ -254,7 +246,7 @@ def uea_commands(dataset: str) -> Callable[[Run, Path, Path, Path], list[list[st
 
 
 def uea_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    result = read_json(folder / f"seed_{run.seed}" / "all_results.json")
+    result = recipes.run_results(folder / f"seed_{run.seed}")
     return {"validation": result["eval_accuracy"], **({"test": result["test_accuracy"]} if run.test else {})}
 
 
