@@ -125,7 +125,13 @@ class EvolvingAttentionConv(nn.Conv2d):
     Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model. Without
     autograd on the CPU it runs as a Conv3d with one input channel and a kernel spanning the H heads: the same sums,
     read from the [B, H, Q, K] map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout.
+    oneDNN writes its output through a buffer padded to a multiple of 16 channels; where that buffer would reach
+    glibc's 32 MiB mmap limit (BERT-base at batch 2 x length 512), it would be mapped afresh (page faults) at every
+    call, so such maps are convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each.
     """
+
+    CPU_MMAP_LIMIT = 32 * 2**20
+    CPU_BLOCK_BYTES = 6 * 2**20
 
     def __init__(self, num_heads: int, kernel_size: int, query_causal: bool = False):
         half = kernel_size // 2
@@ -140,16 +146,32 @@ class EvolvingAttentionConv(nn.Conv2d):
     def forward(self, mixed: torch.Tensor, rows_above: bool = False) -> torch.Tensor:
         """mixed: M [B, H, Q, K]; with `rows_above` (a query-causal conv's cache), [B, H, k-1 + Q, K]: the k-1 rows
         of M above its first query, then M. Returns conv(M) [B, H, Q, K]."""
-        padding = self.padding
+        blocks = [block for _, _, block in self.row_blocks(mixed, rows_above)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+
+    def row_blocks(self, mixed: torch.Tensor, rows_above: bool = False) -> list[tuple[int, int, torch.Tensor]]:
+        """conv(M) as (start, end, rows [B, H, end - start, K]) blocks of query rows covering [0, Q); one block
+        unless on the CPU without autograd. `mixed` and `rows_above` as in `forward`."""
+        padding = (0, self.padding[1]) if rows_above else self.padding
         num_queries = mixed.shape[2] - (self.kernel_size[0] - 1 if rows_above else 0)
-        if rows_above:
-            padding = (0, padding[1])
-        if mixed.device.type == "cpu" and not records_graph(mixed, self.weight, self.bias):
-            out = F.conv3d(mixed.unsqueeze(1), self.weight.unsqueeze(1), self.bias, padding=(0, *padding))
-            out = out.squeeze(2)
-        else:
-            out = F.conv2d(mixed, self.weight, self.bias, padding=padding)
-        return out[:, :, :num_queries]
+        if mixed.device.type != "cpu" or records_graph(mixed, self.weight, self.bias):
+            return [(0, num_queries, F.conv2d(mixed, self.weight, self.bias, padding=padding)[:, :, :num_queries])]
+        row_bytes = mixed[:, :, 0].numel() * mixed.element_size()
+        padded_heads = -(-mixed.shape[1] // 16) * 16
+        whole = row_bytes * mixed.shape[2] * padded_heads // mixed.shape[1] < self.CPU_MMAP_LIMIT
+        num_blocks = 1 if whole else -(-row_bytes * num_queries // self.CPU_BLOCK_BYTES)
+        step = -(-num_queries // num_blocks)
+        weight, reach = self.weight.unsqueeze(1), self.kernel_size[0] - 1  # a block reads `reach` more input rows
+        blocks = []
+        for start in range(0, num_queries, step):
+            end = min(start + step, num_queries)
+            # output row r reads input rows r - padding[0] ... r - padding[0] + reach; the same padding on a slice
+            # of the input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
+            low = max(start - padding[0], 0)
+            rows = mixed[:, :, low : end - padding[0] + reach].unsqueeze(1)
+            out = F.conv3d(rows, weight, self.bias, padding=(0, *padding)).squeeze(2)
+            blocks.append((start, end, out[:, :, start - low : end - low]))
+        return blocks
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -294,7 +316,7 @@ class EvolvingAttention(nn.Module):
         if self.grid:
             if grid_size is None:
                 raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
-            convolved = self.conv(mixed, grid_size)
+            blocks = [(0, mixed.shape[2], self.conv(mixed, grid_size))]
         else:
             above = self.kernel_size - 1
             cached = self.query_causal and above and (past_rows is not None or use_cache)
@@ -305,11 +327,14 @@ class EvolvingAttention(nn.Module):
                 stacked = torch.cat([past_rows, mixed], dim=2)
                 # a copy: a view would keep the whole stacked map alive in the cache
                 rows = stacked[:, :, -above:].clone() if use_cache else None
-            convolved = self.conv(stacked, rows_above=True) if cached else self.conv(mixed)
-        convolved = self.activation(convolved)  # in place where the activation allows it
-        if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward
-            return torch.lerp(mixed, convolved, self.alpha), rows
-        return mixed.lerp_(convolved, self.alpha), rows
+            blocks = self.conv.row_blocks(stacked, rows_above=True) if cached else self.conv.row_blocks(mixed)
+        if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward: one block
+            ((_, _, convolved),) = blocks
+            return torch.lerp(mixed, self.activation(convolved), self.alpha), rows
+        # every block is computed before any is written back: a block reads the rows next to it
+        for start, end, convolved in blocks:  # the activation in place where it can be
+            mixed[:, :, start:end].lerp_(self.activation(convolved), self.alpha)
+        return mixed, rows
 
 
 def valid_positions(

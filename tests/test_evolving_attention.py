@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from transformers import PreTrainedConfig
 
 from ea_hf import EABertConfig, EvolvingAttention, attention_probabilities
-from ea_hf.evolving_attention import EvolvingAttentionGridConv
+from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
 
 
 def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
@@ -226,6 +226,37 @@ def test_incremental_rows_equal_the_full_computation(kernel_size, causal):
             step_logits = layer_logits[:, :, start:stop, :width]
             evolved, rows[i] = layer(step_logits, evolved, step_queries, step_keys, past_rows=rows[i], use_cache=True)
             torch.testing.assert_close(evolved, full[i][:, :, start:stop, :width], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 2, 3, 7])
+@pytest.mark.parametrize("causal, query_causal", [(False, False), (True, True), (False, True)])
+def test_cpu_row_blocks_equal_the_autograd_conv(monkeypatch, rows_per_block, causal, query_causal):
+    """Without autograd the CPU conv runs in blocks of query rows (each reading its neighbours' rows, all written
+    back after all are computed): the same map as the one conv2d that autograd runs, for full maps and for cached
+    decoding steps."""
+    length, num_heads, batch_size = 7, 3, 2
+    layers = make_chain(num_heads, 0.6, 0.4, 5, causal=causal, query_causal=query_causal)
+    logits = [torch.randn(batch_size, num_heads, length, length) for _ in layers]
+    key_mask = torch.ones(batch_size, length, dtype=torch.bool)
+    key_mask[1, :2] = False
+    reference = [evolved.detach() for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
+    row_bytes = batch_size * num_heads * length * logits[0].element_size()
+    monkeypatch.setattr(EvolvingAttentionConv, "CPU_MMAP_LIMIT", 0)  # every map in blocks
+    monkeypatch.setattr(EvolvingAttentionConv, "CPU_BLOCK_BYTES", rows_per_block * row_bytes)
+    with torch.no_grad():
+        blocked = [evolved for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
+        assert len(layers[1].conv.row_blocks(logits[1])) == -(-length // rows_per_block)
+        for expected, got in zip(reference, blocked):
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        if query_causal:  # two decoding steps of 4 and 3 queries, the first's conv rows cached for the second
+            rows = [None] * len(layers)
+            for start, stop in [(0, 4), (4, 7)]:
+                evolved = None
+                for i, (layer, layer_logits) in enumerate(zip(layers, logits)):
+                    width = stop if causal else length  # self-attention sees the keys up to its last query
+                    step, keys = layer_logits[:, :, start:stop, :width].clone(), key_mask[:, :width]
+                    evolved, rows[i] = layer(step, evolved, key_mask[:, start:stop], keys, rows[i], use_cache=True)
+                    torch.testing.assert_close(evolved, reference[i][:, :, start:stop, :width], atol=1e-5, rtol=1e-5)
 
 
 def naive_grid_conv(conv, mixed, grid_size):
