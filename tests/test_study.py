@@ -84,6 +84,21 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert study.main([*argv, "--report"])["tasks"]["fake"]["comparisons"]["EA"]["mean"] == pytest.approx(0.11)
 
 
+def test_a_run_recorded_with_another_recipe_is_run_again(tmp_path, monkeypatch):
+    task = fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)
+    monkeypatch.setattr(study, "TASKS", {"fake": task})
+    output = tmp_path / "runs"
+    argv = ["--output_dir", str(output), "--results_dir", str(tmp_path / "report"), "--jobs", "1"]
+    study.main(argv)
+    calls = (output / "calls.txt").read_text().splitlines()
+    task.recipe = {"epochs": 2}
+    assert study.main([*argv, "--report"])["tasks"] == {}  # runs of the earlier budget are not reported
+    assert study.main(argv)["tasks"]["fake"]["recipe"] == {"epochs": 2}
+    assert (output / "calls.txt").read_text().splitlines() == calls * 2  # every run again, once
+    record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
+    assert record["recipe"] == {"epochs": 2}
+
+
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     task = fake_task(tmp_path, {"vanilla": False, "broken": True, "EA": True}, seeds=1)
     monkeypatch.setattr(study, "TASKS", {"fake": task})
