@@ -454,10 +454,17 @@ def summarize(task: Task, records: dict[Run, dict]) -> dict:
         ea = summary["variants"][variant]
         common = sorted(set(ea["seeds"]) & set(twin["seeds"]))
         if len(common) == task.seeds:
-            summary["comparisons"][variant] = paired(
-                [ea["test"][ea["seeds"].index(s)] for s in common],
-                [twin["test"][twin["seeds"].index(s)] for s in common],
-            )
+
+            def by_seed(scores: dict, key: str) -> list[float]:
+                return [scores["scores"][key][scores["seeds"].index(seed)] for seed in common]
+
+            summary["comparisons"][variant] = paired(by_seed(ea, "test"), by_seed(twin, "test"))
+            # the task's other test metrics (e.g. chrF beside BLEU), compared the same way
+            summary["comparisons"][variant]["other_metrics"] = {
+                key.removeprefix("test_"): paired(by_seed(ea, key), by_seed(twin, key))
+                for key in ea["scores"]
+                if key.startswith("test_")
+            }
     return summary
 
 
@@ -497,6 +504,18 @@ def markdown(results: dict) -> str:
             seeds = ", ".join(f"{seed}: {fmt(score)}" for seed, score in zip(scores["seeds"], scores["test"]))
             mean = f"{fmt(scores['mean'])} +- {fmt(scores['std'])}; " if scores["test"] else ""
             lines.append(f"- {variant}, test {task['metric']}: {mean}by seed {seeds or 'not run'}")
+            for key, values in scores["scores"].items():
+                if key.startswith("test_") and len(values) > 1:
+                    seeds = ", ".join(f"{seed}: {fmt(value)}" for seed, value in zip(scores["seeds"], values))
+                    mean = f"{fmt(statistics.mean(values))} +- {fmt(statistics.stdev(values))}"
+                    lines.append(f"- {variant}, test {key.removeprefix('test_')}: {mean}; by seed {seeds}")
+        for variant, comparison in task["comparisons"].items():
+            for metric, other in comparison.get("other_metrics", {}).items():
+                lines.append(
+                    f"- {variant} - {task['twin']}, test {metric} (paired): {fmt(other['mean'], sign='+')} +- "
+                    f"{fmt(other['std'])}, wins/ties/losses {other['wins']}/{other['ties']}/{other['losses']}, "
+                    f"p {fmt(other['p_value'], 3)}"
+                )
         cpu = ", ".join(f"{phase} {seconds / 60:.0f} min" for phase, seconds in task["cpu_seconds"].items())
         lines.append(f"- CPU time: {cpu}; device: {', '.join(task['devices']) or '-'}")
     return "\n".join(lines) + "\n"

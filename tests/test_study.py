@@ -29,6 +29,7 @@ FAKE_TRAINING = textwrap.dedent(
     scores = {"validation": validation}
     if test == "True":
         scores["test"] = 0.6 + seed / 100 + (0.1 + seed / 100 if ea else 0.0)
+        scores["test_error"] = 1 - scores["test"]
     (out / "scores.json").write_text(json.dumps(scores))
     """
 )
@@ -70,12 +71,16 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert comparison["differences"] == pytest.approx([0.1, 0.11, 0.12])
     assert comparison["std"] == pytest.approx(0.01)
     assert (comparison["wins"], comparison["ties"], comparison["losses"]) == (3, 0, 0)
+    error = comparison["other_metrics"]["error"]  # another test metric, compared seed by seed too
+    assert error["differences"] == pytest.approx([-0.1, -0.11, -0.12]) and error["losses"] == 3
     assert set(results["cpu_seconds"]) == {"selection", "comparison"}
     record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
     assert record["scores"]["test"] == pytest.approx(0.7) and record["cpu_seconds"] >= 0 and record["threads"] == 1
 
     table = (results_dir / "results.md").read_text()
     assert "| Fake: a task | accuracy | 0.6100 +- 0.0100 | 0.7200 +- 0.0200 | +0.1100 +- 0.0100 | 3/0/0 |" in table
+    assert "- vanilla, test error: 0.3900 +- 0.0100; by seed 0: 0.4000, 1: 0.3900, 2: 0.3800" in table
+    assert "- EA - vanilla, test error (paired): -0.1100 +- 0.0100, wins/ties/losses 0/0/3" in table
     assert (results_dir / "results.png").stat().st_size > 0
     assert json.loads((results_dir / "results.json").read_text())["tasks"]["fake"]["chosen"]["EA"]["alpha"] == 0.5
 
