@@ -454,18 +454,20 @@ def summarize(task: Task, records: dict[Run, dict]) -> dict:
         ea = summary["variants"][variant]
         common = sorted(set(ea["seeds"]) & set(twin["seeds"]))
         if len(common) == task.seeds:
-
-            def by_seed(scores: dict, key: str) -> list[float]:
-                return [scores["scores"][key][scores["seeds"].index(seed)] for seed in common]
-
-            summary["comparisons"][variant] = paired(by_seed(ea, "test"), by_seed(twin, "test"))
+            comparison = paired(by_seed(ea, "test", common), by_seed(twin, "test", common))
             # the task's other test metrics (e.g. chrF beside BLEU), compared the same way
-            summary["comparisons"][variant]["other_metrics"] = {
-                key.removeprefix("test_"): paired(by_seed(ea, key), by_seed(twin, key))
+            comparison["other_metrics"] = {
+                key.removeprefix("test_"): paired(by_seed(ea, key, common), by_seed(twin, key, common))
                 for key in ea["scores"]
                 if key.startswith("test_")
             }
+            summary["comparisons"][variant] = comparison
     return summary
+
+
+def by_seed(variant: dict, key: str, seeds: list[int]) -> list[float]:
+    """A variant summary's `key` scores (e.g. "test") for `seeds`, in that order."""
+    return [variant["scores"][key][variant["seeds"].index(seed)] for seed in seeds]
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -510,7 +512,7 @@ def markdown(results: dict) -> str:
                     mean = f"{fmt(statistics.mean(values))} +- {fmt(statistics.stdev(values))}"
                     lines.append(f"- {variant}, test {key.removeprefix('test_')}: {mean}; by seed {seeds}")
         for variant, comparison in task["comparisons"].items():
-            for metric, other in comparison.get("other_metrics", {}).items():
+            for metric, other in comparison["other_metrics"].items():
                 lines.append(
                     f"- {variant} - {task['twin']}, test {metric} (paired): {fmt(other['mean'], sign='+')} +- "
                     f"{fmt(other['std'])}, wins/ties/losses {other['wins']}/{other['ties']}/{other['losses']}, "
