@@ -503,14 +503,15 @@ def markdown(results: dict) -> str:
                 f"- selection, {variant}, validation {task['metric']} at (alpha, beta), seed {SELECTION_SEED}: {cells}"
             )
         for variant, scores in task["variants"].items():
-            seeds = ", ".join(f"{seed}: {fmt(score)}" for seed, score in zip(scores["seeds"], scores["test"]))
-            mean = f"{fmt(scores['mean'])} +- {fmt(scores['std'])}; " if scores["test"] else ""
-            lines.append(f"- {variant}, test {task['metric']}: {mean}by seed {seeds or 'not run'}")
-            for key, values in scores["scores"].items():
-                if key.startswith("test_") and len(values) > 1:
-                    seeds = ", ".join(f"{seed}: {fmt(value)}" for seed, value in zip(scores["seeds"], values))
-                    mean = f"{fmt(statistics.mean(values))} +- {fmt(statistics.stdev(values))}"
-                    lines.append(f"- {variant}, test {key.removeprefix('test_')}: {mean}; by seed {seeds}")
+            # the headline metric ("test"), then the task's other test metrics ("test_chrf", ...)
+            keys = ["test", *(key for key in scores["scores"] if key.startswith("test_"))]
+            for key in keys:
+                values = scores["scores"].get(key, [])
+                seeds = ", ".join(f"{seed}: {fmt(value)}" for seed, value in zip(scores["seeds"], values))
+                std = statistics.stdev(values) if len(values) > 1 else None
+                mean = f"{fmt(statistics.mean(values))} +- {fmt(std)}; " if values else ""
+                metric = task["metric"] if key == "test" else key.removeprefix("test_")
+                lines.append(f"- {variant}, test {metric}: {mean}by seed {seeds or 'not run'}")
         for variant, comparison in task["comparisons"].items():
             for metric, other in comparison["other_metrics"].items():
                 lines.append(
