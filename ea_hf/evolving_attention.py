@@ -14,8 +14,6 @@ before the softmax, and decoders use a conv that is causal along the query axis.
 This file holds the operation, the softmax that follows it, and the pieces every EA config and model class shares.
 """
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -129,11 +127,11 @@ class EvolvingAttentionConv(nn.Conv2d):
     read from the [B, H, Q, K] map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout.
     oneDNN writes its output through a buffer padded to a multiple of 16 channels; where that buffer would reach
     glibc's 32 MiB mmap limit (BERT-base at batch 2 x length 512), it would be mapped afresh (page faults) at every
-    call, so such maps are convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each, computed one at a time.
+    call, so such maps are convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each.
     """
 
     CPU_MMAP_LIMIT = 32 * 2**20
-    CPU_BLOCK_BYTES = 3 * 2**20
+    CPU_BLOCK_BYTES = 6 * 2**20
 
     def __init__(self, num_heads: int, kernel_size: int, query_causal: bool = False):
         half = kernel_size // 2
@@ -151,21 +149,20 @@ class EvolvingAttentionConv(nn.Conv2d):
         blocks = [block for _, _, block in self.row_blocks(mixed, rows_above)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
 
-    def row_blocks(self, mixed: torch.Tensor, rows_above: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """conv(M) as (start, end, rows [B, H, end - start, K]) blocks of query rows covering [0, Q), in order, each
-        computed when asked for; one block unless on the CPU without autograd. The blocks after one ending at row
-        `end` read M from row `end - padding[0]` on. `mixed` and `rows_above` as in `forward`."""
+    def row_blocks(self, mixed: torch.Tensor, rows_above: bool = False) -> list[tuple[int, int, torch.Tensor]]:
+        """conv(M) as (start, end, rows [B, H, end - start, K]) blocks of query rows covering [0, Q); one block
+        unless on the CPU without autograd. `mixed` and `rows_above` as in `forward`."""
         padding = (0, self.padding[1]) if rows_above else self.padding
         num_queries = mixed.shape[2] - (self.kernel_size[0] - 1 if rows_above else 0)
         if mixed.device.type != "cpu" or records_graph(mixed, self.weight, self.bias):
-            yield 0, num_queries, F.conv2d(mixed, self.weight, self.bias, padding=padding)[:, :, :num_queries]
-            return
+            return [(0, num_queries, F.conv2d(mixed, self.weight, self.bias, padding=padding)[:, :, :num_queries])]
         row_bytes = mixed[:, :, 0].numel() * mixed.element_size()
         padded_heads = -(-mixed.shape[1] // 16) * 16
         whole = row_bytes * mixed.shape[2] * padded_heads // mixed.shape[1] < self.CPU_MMAP_LIMIT
         num_blocks = 1 if whole else -(-row_bytes * num_queries // self.CPU_BLOCK_BYTES)
         step = -(-num_queries // num_blocks)
         weight, reach = self.weight.unsqueeze(1), self.kernel_size[0] - 1  # a block reads `reach` more input rows
+        blocks = []
         for start in range(0, num_queries, step):
             end = min(start + step, num_queries)
             # output row r reads input rows r - padding[0] ... r - padding[0] + reach; the same padding on a slice
@@ -173,7 +170,8 @@ class EvolvingAttentionConv(nn.Conv2d):
             low = max(start - padding[0], 0)
             rows = mixed[:, :, low : end - padding[0] + reach].unsqueeze(1)
             out = F.conv3d(rows, weight, self.bias, padding=(0, *padding)).squeeze(2)
-            yield start, end, out[:, :, start - low : end - low]
+            blocks.append((start, end, out[:, :, start - low : end - low]))
+        return blocks
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -333,16 +331,9 @@ class EvolvingAttention(nn.Module):
         if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward: one block
             ((_, _, convolved),) = blocks
             return torch.lerp(mixed, self.activation(convolved), self.alpha), rows
-        # a block is written back into M once no later block reads its rows: few blocks alive at once, so that
-        # glibc keeps their memory instead of trimming its heap (page faults at the next call cost more than the conv)
-        pending, num_queries = [], mixed.shape[2]
-        for block in blocks:
-            pending.append(block)
-            end = block[1]
-            settled = num_queries if end == num_queries else end - self.conv.padding[0]  # rows no later block reads
-            while pending and pending[0][1] <= settled:
-                start, end, convolved = pending.pop(0)  # the activation in place where it can be
-                mixed[:, :, start:end].lerp_(self.activation(convolved), self.alpha)
+        # every block is computed before any is written back: a block reads the rows next to it
+        for start, end, convolved in blocks:  # the activation in place where it can be
+            mixed[:, :, start:end].lerp_(self.activation(convolved), self.alpha)
         return mixed, rows
 
 

@@ -231,9 +231,9 @@ def test_incremental_rows_equal_the_full_computation(kernel_size, causal):
 @pytest.mark.parametrize("rows_per_block", [1, 2, 3, 7])
 @pytest.mark.parametrize("causal, query_causal", [(False, False), (True, True), (False, True)])
 def test_cpu_row_blocks_equal_the_autograd_conv(monkeypatch, rows_per_block, causal, query_causal):
-    """Without autograd the CPU conv runs in blocks of query rows (each reading its neighbours' rows, each written
-    back into the map once no later block reads them): the same map as the one conv2d that autograd runs, for full
-    maps and for cached decoding steps."""
+    """Without autograd the CPU conv runs in blocks of query rows (each reading its neighbours' rows, all written
+    back after all are computed): the same map as the one conv2d that autograd runs, for full maps and for cached
+    decoding steps."""
     length, num_heads, batch_size = 7, 3, 2
     layers = make_chain(num_heads, 0.6, 0.4, 5, causal=causal, query_causal=query_causal)
     logits = [torch.randn(batch_size, num_heads, length, length) for _ in layers]
@@ -245,7 +245,7 @@ def test_cpu_row_blocks_equal_the_autograd_conv(monkeypatch, rows_per_block, cau
     monkeypatch.setattr(EvolvingAttentionConv, "CPU_BLOCK_BYTES", rows_per_block * row_bytes)
     with torch.no_grad():
         blocked = [evolved for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
-        assert len(list(layers[1].conv.row_blocks(logits[1]))) == -(-length // rows_per_block)
+        assert len(layers[1].conv.row_blocks(logits[1])) == -(-length // rows_per_block)
         for expected, got in zip(reference, blocked):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
         if query_causal:  # two decoding steps of 4 and 3 queries, the first's conv rows cached for the second
