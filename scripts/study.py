@@ -444,8 +444,7 @@ def summarize(task: Task, records: dict[Run, dict]) -> dict:
         summary["variants"][variant] = {
             "seeds": [run.seed for run in runs],
             "test": test,
-            "mean": statistics.mean(test) if test else None,
-            "std": statistics.stdev(test) if len(test) > 1 else None,
+            **mean_and_std(test),
             "scores": extra,
             "cpu_seconds_per_run": statistics.mean(records[run]["cpu_seconds"] for run in runs) if runs else None,
         }
@@ -463,6 +462,14 @@ def summarize(task: Task, records: dict[Run, dict]) -> dict:
             }
             summary["comparisons"][variant] = comparison
     return summary
+
+
+def mean_and_std(values: list[float]) -> dict:
+    """{"mean", "std"} of scores over seeds; None where there are too few."""
+    return {
+        "mean": statistics.mean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+    }
 
 
 def by_seed(variant: dict, key: str, seeds: list[int]) -> list[float]:
@@ -508,8 +515,8 @@ def markdown(results: dict) -> str:
             for key in keys:
                 values = scores["scores"].get(key, [])
                 seeds = ", ".join(f"{seed}: {fmt(value)}" for seed, value in zip(scores["seeds"], values))
-                std = statistics.stdev(values) if len(values) > 1 else None
-                mean = f"{fmt(statistics.mean(values))} +- {fmt(std)}; " if values else ""
+                spread = mean_and_std(values)
+                mean = f"{fmt(spread['mean'])} +- {fmt(spread['std'])}; " if values else ""
                 metric = task["metric"] if key == "test" else key.removeprefix("test_")
                 lines.append(f"- {variant}, test {metric}: {mean}by seed {seeds or 'not run'}")
         for variant, comparison in task["comparisons"].items():
@@ -540,8 +547,8 @@ def plot(results: dict, path: Path) -> None:
         for index, variant in enumerate(variants):
             scores = task["variants"][variant]
             axis.bar(index, scores["mean"], color="#9ecae1" if variant == task["twin"] else "#fdae6b", alpha=0.6)
-        for seed in set.intersection(*(set(task["variants"][v]["seeds"]) for v in variants)):
-            values = [task["variants"][v]["test"][task["variants"][v]["seeds"].index(seed)] for v in variants]
+        common = sorted(set.intersection(*(set(task["variants"][v]["seeds"]) for v in variants)))
+        for values in zip(*(by_seed(task["variants"][v], "test", common) for v in variants)):  # one line a seed
             axis.plot(range(len(variants)), values, marker="o", color="0.3", linewidth=0.8, markersize=3)
         low = min(min(task["variants"][v]["test"]) for v in variants)
         high = max(max(task["variants"][v]["test"]) for v in variants)
