@@ -86,14 +86,28 @@ class EAConfigMixin:
         return config_dict, kwargs
 
 
+def is_tracing() -> bool:
+    """Whether the forward is being traced, compiled or exported (`torch.jit.trace`, `torch.compile`,
+    `torch.export`, either ONNX exporter): then no Python branch may read tensor values, since the graph would keep
+    only the branch of the example input. Eager-only checks are skipped, and masks are always applied."""
+    return (
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+
+
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
     """Raise a clear error for token ids that are not an integer [batch, seq_len] tensor of ids in the vocabulary
-    (ids out of range mean a tokenizer that does not match the model)."""
+    (ids out of range mean a tokenizer that does not match the model). The range check reads the ids: eager only."""
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}.")
     if input_ids.dim() != 2:
         raise ValueError(f"{name} must have shape [batch, seq_len], got {tuple(input_ids.shape)}.")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+    if is_tracing() or not input_ids.numel():
+        return
+    if input_ids.min() < 0 or input_ids.max() >= vocab_size:
         raise ValueError(
             f"{name} holds ids in [{int(input_ids.min())}, {int(input_ids.max())}], outside the model's vocabulary "
             f"[0, {vocab_size}): the tokenizer does not match the model."
@@ -101,8 +115,9 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input
 
 
 def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int], name: str) -> torch.Tensor | None:
-    """The bool padding mask [batch, seq_len] (True at real tokens) of a 0/1 `attention_mask`; None when nothing is
-    padded. Raises a `ValueError` for any other shape (EA needs the padding itself, not a 4-D additive mask)."""
+    """The bool padding mask [batch, seq_len] (True at real tokens) of a 0/1 `attention_mask`; None when none is
+    given, or (in eager mode) when nothing is padded. Raises a `ValueError` for any other shape (EA needs the padding
+    itself, not a 4-D additive mask)."""
     if attention_mask is None:
         return None
     if tuple(attention_mask.shape) != tuple(shape):
@@ -111,7 +126,7 @@ def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int
             f"{tuple(attention_mask.shape)}."
         )
     mask = attention_mask.bool()
-    return None if torch.all(mask) else mask
+    return None if not is_tracing() and torch.all(mask) else mask
 
 
 def records_graph(*tensors: torch.Tensor) -> bool:
@@ -120,58 +135,53 @@ def records_graph(*tensors: torch.Tensor) -> bool:
 
 
 class EvolvingAttentionConv(nn.Conv2d):
-    """The Conv2d(H, H, k) over the (query, key) plane, zero-padded; causal along the query axis for decoders.
+    """EA's `nn.Conv2d(H, H, k)` over the (query, key) plane of [B, H, Q, K] maps, heads as channels; zero padding
+    (a query-causal conv pads only the key axis: `EvolvingAttention` puts the k-1 rows above the first query on top
+    of its input). Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model.
 
-    Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model. Without
-    autograd on the CPU it runs as a Conv3d with one input channel and a kernel spanning the H heads: the same sums,
-    read from the [B, H, Q, K] map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout.
-    oneDNN writes its output through a buffer padded to a multiple of 16 channels; where that buffer would reach
-    glibc's 32 MiB mmap limit (BERT-base at batch 2 x length 512), it would be mapped afresh (page faults) at every
-    call, so such maps are convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each.
+    Same constructor and forward as `nn.Conv2d`, so that hooks and wrappers (PEFT's LoRA) apply. In eager inference
+    on the CPU it runs as a Conv3d with one input channel and a kernel spanning the H heads: the same sums, read from
+    the map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout. oneDNN writes its output
+    through a buffer padded to a multiple of 16 channels; where that buffer would reach glibc's 32 MiB mmap limit
+    (BERT-base at batch 2 x length 512), it would be mapped afresh (page faults) at every call, so such maps are
+    convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each.
     """
 
     CPU_MMAP_LIMIT = 32 * 2**20
     CPU_BLOCK_BYTES = 6 * 2**20
 
-    def __init__(self, num_heads: int, kernel_size: int, query_causal: bool = False):
-        half = kernel_size // 2
-        # query-causal: k-1 zero rows above (and, the padding being symmetric, below: the k-1 extra rows are dropped)
-        super().__init__(num_heads, num_heads, kernel_size, padding=(2 * half if query_causal else half, half))
-
     def reset_parameters(self):
         # transformers' init helpers skip tensors already loaded from a checkpoint
-        init.dirac_(self.weight)
-        init.zeros_(self.bias)
+        init.dirac_(self.weight, groups=self.groups)
+        if self.bias is not None:
+            init.zeros_(self.bias)
 
-    def forward(self, mixed: torch.Tensor, rows_above: bool = False) -> torch.Tensor:
-        """mixed: M [B, H, Q, K]; with `rows_above` (a query-causal conv's cache), [B, H, k-1 + Q, K]: the k-1 rows
-        of M above its first query, then M. Returns conv(M) [B, H, Q, K]."""
-        blocks = [block for _, _, block in self.row_blocks(mixed, rows_above)]
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """input: [B, C_in, rows, K] -> [B, C_out, rows + 2 * padding[0] - k + 1, K]."""
+        plain = self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or self.padding_mode != "zeros"
+        if plain or input.device.type != "cpu" or is_tracing() or records_graph(input, self.weight):
+            return super().forward(input)
+        return self.cpu_inference_forward(input)
+
+    def cpu_inference_forward(self, input: torch.Tensor) -> torch.Tensor:
+        """The Conv3d formulation, in blocks of query rows for maps whose oneDNN buffer would reach the mmap limit."""
+        (pad_rows, pad_keys), reach = self.padding, self.kernel_size[0] - 1  # a block reads `reach` more input rows
+        num_rows = input.shape[2] + 2 * pad_rows - reach
+        row_bytes = input[:, :, 0].numel() * input.element_size()
+        padded_channels = -(-self.out_channels // 16) * 16
+        whole = row_bytes * input.shape[2] * padded_channels // input.shape[1] < self.CPU_MMAP_LIMIT
+        num_blocks = 1 if whole else -(-row_bytes * num_rows // self.CPU_BLOCK_BYTES)
+        step = -(-num_rows // num_blocks)
+        weight, blocks = self.weight.unsqueeze(1), []
+        for start in range(0, num_rows, step):
+            end = min(start + step, num_rows)
+            # output row r reads input rows r - pad_rows ... r - pad_rows + reach; the same padding on a slice of the
+            # input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
+            low = max(start - pad_rows, 0)
+            rows = input[:, :, low : end - pad_rows + reach].unsqueeze(1)
+            out = F.conv3d(rows, weight, self.bias, padding=(0, pad_rows, pad_keys)).squeeze(2)
+            blocks.append(out[:, :, start - low : end - low])
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
-
-    def row_blocks(self, mixed: torch.Tensor, rows_above: bool = False) -> list[tuple[int, int, torch.Tensor]]:
-        """conv(M) as (start, end, rows [B, H, end - start, K]) blocks of query rows covering [0, Q); one block
-        unless on the CPU without autograd. `mixed` and `rows_above` as in `forward`."""
-        padding = (0, self.padding[1]) if rows_above else self.padding
-        num_queries = mixed.shape[2] - (self.kernel_size[0] - 1 if rows_above else 0)
-        if mixed.device.type != "cpu" or records_graph(mixed, self.weight, self.bias):
-            return [(0, num_queries, F.conv2d(mixed, self.weight, self.bias, padding=padding)[:, :, :num_queries])]
-        row_bytes = mixed[:, :, 0].numel() * mixed.element_size()
-        padded_heads = -(-mixed.shape[1] // 16) * 16
-        whole = row_bytes * mixed.shape[2] * padded_heads // mixed.shape[1] < self.CPU_MMAP_LIMIT
-        num_blocks = 1 if whole else -(-row_bytes * num_queries // self.CPU_BLOCK_BYTES)
-        step = -(-num_queries // num_blocks)
-        weight, reach = self.weight.unsqueeze(1), self.kernel_size[0] - 1  # a block reads `reach` more input rows
-        blocks = []
-        for start in range(0, num_queries, step):
-            end = min(start + step, num_queries)
-            # output row r reads input rows r - padding[0] ... r - padding[0] + reach; the same padding on a slice
-            # of the input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
-            low = max(start - padding[0], 0)
-            rows = mixed[:, :, low : end - padding[0] + reach].unsqueeze(1)
-            out = F.conv3d(rows, weight, self.bias, padding=(0, *padding)).squeeze(2)
-            blocks.append((start, end, out[:, :, start - low : end - low]))
-        return blocks
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -240,17 +250,17 @@ class EvolvingAttentionGridConv(nn.Module):
 
 
 class EvolvingAttention(nn.Module):
-    """One EA step: mixes this layer's logits with the previous layer's evolved logits and convolves them.
+    """One EA step of a chain: mixes this layer's logits with the previous layer's evolved logits and convolves them.
 
     Models build one for every attention layer of a chain but the first, which has no predecessor (E_0 = S_0) and
     forwards its raw logits; the next layer zeroes their padded positions.
 
     Args:
-        config: an EA config (`ea_alpha`, `ea_beta`, `ea_kernel_size`, `ea_activation`).
+        config: an EA config (`ea_alpha`, `ea_beta`, `ea_kernel_size`, `ea_activation`, `ea_conv`).
         num_heads: H, the conv's channels.
         causal: causal self-attention: future key columns (j > i + K - Q) are zeroed and the conv is query-causal.
-        query_causal: the conv reads only the current and earlier query rows (pads above only). Defaults to `causal`;
-            decoder cross-attention sets it alone.
+        query_causal: the conv reads only the current and earlier query rows (the k-1 rows above the first query are
+            zeros, or a decoding cache's rows). Defaults to `causal`; decoder cross-attention sets it alone.
     """
 
     def __init__(self, config, num_heads: int, causal: bool = False, query_causal: bool | None = None):
@@ -259,7 +269,7 @@ class EvolvingAttention(nn.Module):
         self.beta = float(config.ea_beta)
         self.causal = causal
         self.query_causal = causal if query_causal is None else query_causal
-        self.kernel_size = config.ea_kernel_size
+        self.rows_above = config.ea_kernel_size - 1 if self.query_causal else 0
         self.grid = getattr(config, "ea_conv", "raster") == "grid"
         if self.grid and self.query_causal:
             raise ValueError("The 2-D grid conv (`ea_conv='grid'`) is for image encoders, not causal maps.")
@@ -268,8 +278,15 @@ class EvolvingAttention(nn.Module):
         elif self.grid:
             self.conv = EvolvingAttentionGridConv(num_heads, config.ea_kernel_size)
         else:
-            self.conv = EvolvingAttentionConv(num_heads, config.ea_kernel_size, self.query_causal)
+            half = config.ea_kernel_size // 2
+            padding = (0 if self.query_causal else half, half)
+            self.conv = EvolvingAttentionConv(num_heads, num_heads, config.ea_kernel_size, padding=padding)
         self.activation = EA_ACTIVATIONS[config.ea_activation]()
+
+    @property
+    def active(self) -> bool:
+        """False when alpha = beta = 0: the step is the identity and the layer computes what its host model does."""
+        return self.alpha != 0.0 or self.beta != 0.0
 
     def forward(
         self,
@@ -280,7 +297,6 @@ class EvolvingAttention(nn.Module):
         past_rows: torch.Tensor | None = None,
         use_cache: bool = False,
         grid_size: tuple[int, int] | None = None,
-        overwrite_logits: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -292,49 +308,40 @@ class EvolvingAttention(nn.Module):
                 conv with a cache only); None at the first step.
             use_cache: return the rows that the next decoding step's conv reads.
             grid_size: (h, w), the patch grid of an image's last h * w tokens (needed by the grid conv only).
-            overwrite_logits: `logits` is the caller's to discard: M is written into it, saving a [B, H, Q, K]
-                allocation (on the CPU, fresh large allocations cost page faults).
         Returns:
             E_i [B, H, Q, K], the evolved logits, to be softmaxed with `attention_probabilities` and forwarded; and,
             with `use_cache` on a query-causal conv, the last k-1 rows of M [B, H, k-1, K] (else None).
         """
-        if self.alpha == 0.0 and self.beta == 0.0:
+        if not self.active:
             return logits, None
         keep = valid_positions(logits, query_mask, key_mask, self.causal)
-        if previous_logits is None or previous_logits.shape != logits.shape:
-            if keep is None:
-                return logits, None
-            return (logits.masked_fill_ if overwrite_logits else logits.masked_fill)(~keep, 0.0), None
-        # one pass mixes, one zeroes the padded (and future) positions, in place: lerp saves nothing for backward
-        mix = logits.lerp_ if overwrite_logits else logits.lerp
-        mixed = mix(previous_logits, self.beta)
+        if previous_logits is None or previous_logits.shape != logits.shape:  # a chain's first map: E_0 = S_0
+            return (logits if keep is None else logits.masked_fill(~keep, 0.0)), None
+        mixed = torch.lerp(logits, previous_logits, self.beta)  # M = (1 - beta) * S + beta * E_prev
         if keep is not None:
-            mixed.masked_fill_(~keep, 0.0)
-        if self.alpha == 0.0:
+            mixed.masked_fill_(~keep, 0.0)  # zero, the conv's border value, at padded and future positions
+        if self.conv is None:  # alpha = 0
             return mixed, None
         rows = None
         if self.grid:
             if grid_size is None:
                 raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
-            blocks = [(0, mixed.shape[2], self.conv(mixed, grid_size))]
+            convolved = self.conv(mixed, grid_size)
+        elif self.rows_above:  # query-causal: the rows above the first query (earlier steps', or zeros) on top
+            if past_rows is None:
+                past_rows = mixed.new_zeros(*mixed.shape[:2], self.rows_above, mixed.shape[-1])
+            past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))  # zero at keys they did not see
+            stacked = torch.cat([past_rows, mixed], dim=2)
+            # a copy: a view would keep the whole stacked map alive in the cache
+            rows = stacked[:, :, -self.rows_above :].clone() if use_cache else None
+            convolved = self.conv(stacked)
         else:
-            above = self.kernel_size - 1
-            cached = self.query_causal and above and (past_rows is not None or use_cache)
-            if cached:  # rows of earlier steps (zeros at the first) above; zero in columns of keys they did not see
-                if past_rows is None:
-                    past_rows = mixed.new_zeros(*mixed.shape[:2], above, mixed.shape[-1])
-                past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))
-                stacked = torch.cat([past_rows, mixed], dim=2)
-                # a copy: a view would keep the whole stacked map alive in the cache
-                rows = stacked[:, :, -above:].clone() if use_cache else None
-            blocks = self.conv.row_blocks(stacked, rows_above=True) if cached else self.conv.row_blocks(mixed)
-        if records_graph(mixed, *self.conv.parameters()):  # the conv saved `mixed` for its backward: one block
-            ((_, _, convolved),) = blocks
-            return torch.lerp(mixed, self.activation(convolved), self.alpha), rows
-        # every block is computed before any is written back: a block reads the rows next to it
-        for start, end, convolved in blocks:  # the activation in place where it can be
-            mixed[:, :, start:end].lerp_(self.activation(convolved), self.alpha)
-        return mixed, rows
+            convolved = self.conv(mixed)
+        convolved = self.activation(convolved)
+        # E = alpha * act(conv(M)) + (1 - alpha) * M, into M unless autograd saved M for the conv's backward
+        if records_graph(mixed, convolved):
+            return torch.lerp(mixed, convolved, self.alpha), rows
+        return mixed.lerp_(convolved, self.alpha), rows
 
 
 def valid_positions(
@@ -396,8 +403,12 @@ def evolving_attention_forward(
         output [B, Q, H, D], probabilities [B, H, Q, K] (after EA and dropout), evolved logits [B, H, Q, K] for the
         next layer, and the conv rows to cache (or None).
     """
-    # scaling the queries is the same product as scaling the logits, and reads L / D times less memory
-    logits = torch.matmul(query * scaling if scaling != 1.0 else query, key.transpose(2, 3))
+    if scaling == 1.0:
+        logits = torch.matmul(query, key.transpose(2, 3))
+    elif evolving_attention is None or not evolving_attention.active:  # the host model's arithmetic, bit for bit
+        logits = torch.matmul(query, key.transpose(2, 3)) * scaling
+    else:  # scaling the queries is the same product, and reads L / D times less memory
+        logits = torch.matmul(query * scaling, key.transpose(2, 3))
     if position_bias is not None:
         logits = logits + position_bias
     rows = None
@@ -408,9 +419,11 @@ def evolving_attention_forward(
                 f"{tuple(logits.shape[:2])}: the cache comes from another model or another batch."
             )
         logits, rows = evolving_attention(
-            logits, previous_logits, query_mask, key_mask, past_rows, use_cache, grid_size, overwrite_logits=True
+            logits, previous_logits, query_mask, key_mask, past_rows, use_cache, grid_size
         )
-    probabilities = F.dropout(attention_probabilities(logits, key_mask, causal), p=dropout, training=dropout > 0)
+    probabilities = attention_probabilities(logits, key_mask, causal)
+    if dropout > 0.0:
+        probabilities = F.dropout(probabilities, p=dropout)
     output = torch.matmul(probabilities, value).transpose(1, 2)
     return output, probabilities, logits, rows
 

@@ -25,7 +25,13 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ea_dc_transformer import EADCTransformerConfig
-from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, evolving_attention_forward, padding_mask_from
+from .evolving_attention import (
+    EAPreTrainedMixin,
+    EvolvingAttention,
+    evolving_attention_forward,
+    is_tracing,
+    padding_mask_from,
+)
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -55,6 +61,7 @@ class EADCAttentionConv(nn.Module):
         self.num_heads = config.num_attention_heads
         self.key_width = int(config.d_model * config.attention_key_fraction)
         self.value_width = int(config.d_model * config.attention_value_fraction)
+        self.scaling = (self.key_width // self.num_heads) ** -0.5  # a Python float: traced graphs keep no shape maths
         self.causal_padding = (config.kernel_size - 1) * dilation
         self.conv = nn.Conv1d(config.d_model, config.d_model - self.value_width, config.kernel_size, dilation=dilation)
         self.qkv = nn.Linear(config.d_model, 2 * self.key_width + self.value_width)  # a 1x1 conv over time
@@ -79,7 +86,7 @@ class EADCAttentionConv(nn.Module):
             value,
             self.evolving_attention,
             previous_logits,
-            scaling=query.shape[-1] ** -0.5,
+            scaling=self.scaling,
             query_mask=padding_mask,
             key_mask=padding_mask,
         )
@@ -207,7 +214,7 @@ def check_past_values(past_values: torch.Tensor | None, config: EADCTransformerC
             f"The series have {past_values.shape[1]} time steps, more than context_length = {config.context_length}: "
             "build the model with a larger context_length."
         )
-    if not torch.isfinite(past_values).all():
+    if not is_tracing() and not torch.isfinite(past_values).all():  # reads the values: eager only
         raise ValueError("past_values holds NaN or inf: fill missing values first (`ea_hf.time_series.pad_batch`).")
 
 

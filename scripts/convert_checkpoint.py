@@ -8,7 +8,12 @@ BERT, T5, Marian and ViT checkpoints are supported (ViT: the current and the old
 
 The output folder holds the weights (the EA convolutions newly initialised), a config with EA fields and an
 `auto_map` for every head, the code files (so that it loads with `trust_remote_code=True` without ea_hf), and the
-tokenizer when the source has one.
+tokenizer when the source has one. A sentence-transformers folder (with a `modules.json`, e.g.
+sentence-transformers/all-MiniLM-L6-v2) keeps its modules.json, sentence_bert_config.json,
+config_sentence_transformers.json and module subfolders (1_Pooling, 2_Dense, ...), so that
+`SentenceTransformer(output_dir, trust_remote_code=True)` loads the same pipeline around the EA model:
+
+    python scripts/convert_checkpoint.py sentence-transformers/all-MiniLM-L6-v2 ea-minilm --ea_alpha 0.1
 """
 
 import argparse
