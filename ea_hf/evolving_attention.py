@@ -522,6 +522,19 @@ class EAPreTrainedMixin:
     # with a token-level loss set it to True and normalise by `num_items_in_batch` themselves.
     accepts_loss_kwargs = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        wrapped = [base for base in cls.__bases__ if issubclass(base, EAPreTrainedMixin)]
+        if cls.__module__.startswith("torch.") and wrapped:
+            # a wrapper class made at run time (FSDP2's `fully_shard` turns a model into `FSDP<Name>`, defined in
+            # torch): it takes the wrapped EA class's name and module, so that `save_pretrained` writes that class's
+            # `auto_map` entry and code, and the folder loads as remote code
+            cls.__module__, cls.__name__, cls.__qualname__ = (
+                wrapped[0].__module__,
+                wrapped[0].__name__,
+                wrapped[0].__qualname__,
+            )
+
     def __init__(self, config, *inputs, **kwargs):
         # values set after the config was built (`from_pretrained(path, ea_alpha=...)`) are checked here
         if isinstance(config, EAConfigMixin):

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from ea_hf import EABertConfig, EABertForSequenceClassification
 
+from ea_model_tester import run_without_ea_hf
+
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 CONFIG = dict(
@@ -81,7 +83,8 @@ def test_fsdp2_shards_ea_bert_over_two_cpu_processes(fsdp):
     for rank, report in enumerate(reports):
         assert (report["rank"], report["world_size"], report["backend"]) == (rank, 2, "gloo")
         assert report["is_distributed_loading_by_transformers"] and report["global_step"] == 3
-        assert report["model_class"] == "FSDPEABertForSequenceClassification"
+        # `fully_shard` made the root an FSDPModule (`fsdp_modules` holds ""), its class keeps the EA class's name
+        assert report["model_class"] == "EABertForSequenceClassification"
         assert report["fsdp_modules"] == ["", "bert.embeddings", *layers]
         assert any(EA_CONV in name for name in report["parameters"])
     names = reports[0]["parameters"].keys()
@@ -127,17 +130,25 @@ def test_saved_folder_loads_the_trained_weights(fsdp, initial):
         assert not torch.equal(trained[name], before[name]), f"{name} did not train"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_pretrained of an FSDP2-wrapped model writes the auto_map and code of fully_shard's class "
-    "(torch's `_fsdp_init.FSDPEABertForSequenceClassification` and the `_fsdp_*.py` files), so "
-    "AutoModelForSequenceClassification(trust_remote_code=True) cannot load the folder",
-)
-def test_saved_folder_ships_ea_code(fsdp):
+def test_saved_folder_loads_as_remote_code(fsdp, tmp_path):
+    """The FSDP2-wrapped model saves the EA class's `auto_map` entry and code (not those of `fully_shard`'s wrapper
+    class), so that the folder loads through its Auto class where ea_hf cannot be imported, with the trained
+    weights."""
     saved = fsdp[0] / "saved"
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_ea_bert.EABertForSequenceClassification"
-    assert not sorted(saved.glob("_fsdp*.py"))
+    assert not sorted(saved.glob("_fsdp*.py")) and (saved / "modeling_ea_bert.py").exists()
+    run_without_ea_hf(
+        f"""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        assert type(model).__name__ == "EABertForSequenceClassification", type(model)
+        trained = torch.load({str(fsdp[0] / "trained.pt")!r})
+        assert all(torch.equal(tensor, trained[name]) for name, tensor in model.state_dict().items())
+        """,
+        tmp_path,
+    )
 
 
 def test_trainer_fsdp_arguments_fall_back_to_ddp_on_cpu(ddp):

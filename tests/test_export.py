@@ -37,18 +37,72 @@ from ea_hf import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EA = dict(ea_alpha=0.5, ea_beta=0.5)
-BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
-            max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **EA)  # fmt: skip
-T5 = dict(vocab_size=60, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
-          dropout_rate=0.0, relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, **EA)  # fmt: skip
-MARIAN = dict(vocab_size=60, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-              decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
-              dropout=0.0, attention_dropout=0.0, init_std=0.1, pad_token_id=0, decoder_start_token_id=0,
-              **EA)  # fmt: skip
-VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-           intermediate_size=37, num_labels=3, initializer_range=0.2, **EA)  # fmt: skip
-DC = dict(num_channels=3, context_length=12, d_model=16, num_blocks=3, dim_feedforward=24, num_attention_heads=2,
-          attention_key_fraction=0.25, attention_value_fraction=0.25, dropout=0.0, num_labels=3, **EA)  # fmt: skip
+BERT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    **EA,
+)
+T5 = dict(
+    vocab_size=60,
+    d_model=32,
+    d_kv=8,
+    d_ff=37,
+    num_layers=2,
+    num_decoder_layers=2,
+    num_heads=4,
+    dropout_rate=0.0,
+    relative_attention_num_buckets=8,
+    decoder_start_token_id=0,
+    pad_token_id=0,
+    **EA,
+)
+MARIAN = dict(
+    vocab_size=60,
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=37,
+    decoder_ffn_dim=37,
+    max_position_embeddings=64,
+    dropout=0.0,
+    attention_dropout=0.0,
+    init_std=0.1,
+    pad_token_id=0,
+    decoder_start_token_id=0,
+    **EA,
+)
+VIT = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    num_labels=3,
+    initializer_range=0.2,
+    **EA,
+)
+DC = dict(
+    num_channels=3,
+    context_length=12,
+    d_model=16,
+    num_blocks=3,
+    dim_feedforward=24,
+    num_attention_heads=2,
+    attention_key_fraction=0.25,
+    attention_value_fraction=0.25,
+    dropout=0.0,
+    num_labels=3,
+    **EA,
+)
 
 
 @dataclass
@@ -87,7 +141,11 @@ def bert_case(model_class):
 
     def make(lengths, targets=None, seed=0):
         input_ids, attention_mask = padded(lengths, 99, seed, extra)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": torch.zeros_like(input_ids),
+        }
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", sequence_axis: "sequence"} for name in names}
@@ -155,8 +213,14 @@ CASES = {
     "EADCTransformerForTimeSeriesClassification": dc_case(EADCTransformerForTimeSeriesClassification),
 }
 # one model of each family, for the slower exporters and the compiler
-FAMILIES = ["EABertForSequenceClassification", "EAT5ForConditionalGeneration", "EAMarianMTModel", "EAViT-raster",
-            "EAViT-grid", "EADCTransformerForTimeSeriesClassification"]  # fmt: skip
+FAMILIES = [
+    "EABertForSequenceClassification",
+    "EAT5ForConditionalGeneration",
+    "EAMarianMTModel",
+    "EAViT-raster",
+    "EAViT-grid",
+    "EADCTransformerForTimeSeriesClassification",
+]
 # the example: one unpadded example (TorchScript tracing keeps batch 1 dynamic; torch.export specialises sizes 0
 # and 1, so its example holds two unpadded examples); then two padded batches of other shapes
 EXAMPLE, EXPORT_EXAMPLE = ([7], [5]), ([7, 7], [5, 5])
@@ -224,9 +288,14 @@ def test_torchscript_onnx_export_equals_eager(name, tmp_path):
     example, _ = batches(case, EXAMPLE)
     path = tmp_path / "model.onnx"
     torch.onnx.export(
-        model, example, str(path), dynamo=False, input_names=case.names, output_names=["output"],
+        model,
+        example,
+        str(path),
+        dynamo=False,
+        input_names=case.names,
+        output_names=["output"],
         dynamic_axes={**case.axes, "output": {0: "batch"}},
-    )  # fmt: skip
+    )
     check_onnx(path, case, model)
 
 
@@ -235,8 +304,15 @@ def test_dynamo_onnx_export_equals_eager(name, tmp_path):
     case = CASES[name]
     model = build(case)
     example, _ = batches(case, EXPORT_EXAMPLE)
-    program = torch.onnx.export(model, example, dynamo=True, dynamic_shapes=(tuple(dynamic_shapes(case)),),
-                                input_names=case.names, output_names=["output"], verbose=False)  # fmt: skip
+    program = torch.onnx.export(
+        model,
+        example,
+        dynamo=True,
+        dynamic_shapes=(tuple(dynamic_shapes(case)),),
+        input_names=case.names,
+        output_names=["output"],
+        verbose=False,
+    )
     program.save(str(tmp_path / "model.onnx"))
     check_onnx(tmp_path / "model.onnx", case, model)
 
