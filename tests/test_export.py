@@ -33,76 +33,12 @@ from ea_hf import (
     EAViTForImageClassification,
 )
 
+from tiny_configs import BERT, DC, MARIAN, T5, VIT
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EA = dict(ea_alpha=0.5, ea_beta=0.5)
-BERT = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    **EA,
-)
-T5 = dict(
-    vocab_size=60,
-    d_model=32,
-    d_kv=8,
-    d_ff=37,
-    num_layers=2,
-    num_decoder_layers=2,
-    num_heads=4,
-    dropout_rate=0.0,
-    relative_attention_num_buckets=8,
-    decoder_start_token_id=0,
-    pad_token_id=0,
-    **EA,
-)
-MARIAN = dict(
-    vocab_size=60,
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=37,
-    decoder_ffn_dim=37,
-    max_position_embeddings=64,
-    dropout=0.0,
-    attention_dropout=0.0,
-    init_std=0.1,
-    pad_token_id=0,
-    decoder_start_token_id=0,
-    **EA,
-)
-VIT = dict(
-    image_size=32,
-    patch_size=8,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    num_labels=3,
-    initializer_range=0.2,
-    **EA,
-)
-DC = dict(
-    num_channels=3,
-    context_length=12,
-    d_model=16,
-    num_blocks=3,
-    dim_feedforward=24,
-    num_attention_heads=2,
-    attention_key_fraction=0.25,
-    attention_value_fraction=0.25,
-    dropout=0.0,
-    num_labels=3,
-    **EA,
-)
 
 
 @dataclass
@@ -149,7 +85,7 @@ def bert_case(model_class):
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", sequence_axis: "sequence"} for name in names}
-    return Case(model_class, EABertConfig(**BERT, num_labels=2), names, axes, make, max_lengths={"sequence": 64})
+    return Case(model_class, EABertConfig(**BERT, **EA), names, axes, make, max_lengths={"sequence": 64})
 
 
 def seq2seq_case(model_class, config, max_lengths=None):
@@ -174,14 +110,14 @@ def t5_encoder_case():
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     names = ["input_ids", "attention_mask"]
-    return Case(EAT5EncoderModel, EAT5Config(**T5), names, {n: {0: "batch", 1: "sequence"} for n in names}, make)
+    return Case(EAT5EncoderModel, EAT5Config(**T5, **EA), names, {n: {0: "batch", 1: "sequence"} for n in names}, make)
 
 
 def vit_case(conv):
     def make(lengths, targets=None, seed=0):  # images have no padding: one image per entry of `lengths`
         return {"pixel_values": torch.randn(len(lengths), 3, 32, 32, generator=torch.Generator().manual_seed(seed))}
 
-    config = EAViTConfig(**VIT, ea_conv=conv)
+    config = EAViTConfig(**VIT, **EA, ea_conv=conv)
     return Case(EAViTForImageClassification, config, ["pixel_values"], {"pixel_values": {0: "batch"}}, make, None)
 
 
@@ -194,7 +130,7 @@ def dc_case(model_class):
 
     names = ["past_values", "attention_mask"]
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    return Case(model_class, EADCTransformerConfig(**DC), names, axes, make, max_lengths={"sequence": 12})
+    return Case(model_class, EADCTransformerConfig(**DC, **EA), names, axes, make, max_lengths={"sequence": 12})
 
 
 CASES = {
@@ -205,8 +141,8 @@ CASES = {
     "EABertForQuestionAnswering": bert_case(EABertForQuestionAnswering),
     "EABertForMultipleChoice": bert_case(EABertForMultipleChoice),
     "EAT5EncoderModel": t5_encoder_case(),
-    "EAT5ForConditionalGeneration": seq2seq_case(EAT5ForConditionalGeneration, EAT5Config(**T5)),
-    "EAMarianMTModel": seq2seq_case(EAMarianMTModel, EAMarianConfig(**MARIAN), {"sequence": 64, "target": 64}),
+    "EAT5ForConditionalGeneration": seq2seq_case(EAT5ForConditionalGeneration, EAT5Config(**T5, **EA)),
+    "EAMarianMTModel": seq2seq_case(EAMarianMTModel, EAMarianConfig(**MARIAN, **EA), {"sequence": 64, "target": 64}),
     "EAViT-raster": vit_case("raster"),
     "EAViT-grid": vit_case("grid"),
     "EADCTransformerModel": dc_case(EADCTransformerModel),
@@ -336,6 +272,7 @@ def test_compiled_fullgraph_equals_eager(name):
     graph as it is; tests/test_torch_compile.py runs inductor's generated code.)"""
     case = CASES[name]
     model = build(case)
+    torch._dynamo.reset()  # every case compiles the same `FirstOutput.forward`: stay below the recompile limit
     compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="eager")
     for lengths in PADDED_BATCHES:
         inputs, mask = batches(case, lengths)

@@ -30,19 +30,7 @@ from ea_hf import (
 )
 
 from ea_model_tester import EAModelTesterMixin, conv_parameters
-
-
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    num_labels=2,
-)
+from tiny_configs import BERT as TINY
 
 
 class TestEABert(EAModelTesterMixin):

@@ -13,20 +13,9 @@ from ea_hf import (
 from ea_hf.time_series import pad_batch
 
 from ea_model_tester import EAModelTesterMixin, outputs_to_compare
+from tiny_configs import DC as TINY
 
 
-TINY = dict(
-    num_channels=3,
-    context_length=12,
-    d_model=16,
-    num_blocks=3,
-    dim_feedforward=24,
-    num_attention_heads=2,
-    attention_key_fraction=0.25,
-    attention_value_fraction=0.25,
-    dropout=0.0,
-    num_labels=3,
-)
 LENGTHS = (10, 7, 4)
 
 

@@ -20,25 +20,9 @@ from ea_hf import (
 
 from ea_model_tester import EAModelTesterMixin, conv_parameters
 from seq2seq_tester import Seq2SeqTesterMixin, build_ea, source_batch
+from tiny_configs import T5 as TINY
 
 
-TINY = dict(
-    vocab_size=60,
-    d_model=32,
-    d_kv=8,
-    d_ff=37,
-    num_layers=3,
-    num_decoder_layers=3,
-    num_heads=4,
-    dropout_rate=0.0,
-    relative_attention_num_buckets=8,
-    # T5's default init (factor 1.0) drives this tiny random model's activations to ~200, where fp32 batch-shape noise
-    # alone reaches 1e-5 in the logits; half the scale keeps a meaningful 1e-5 test of cached vs recomputed decoding
-    initializer_factor=0.5,
-    decoder_start_token_id=0,
-    pad_token_id=0,
-    eos_token_id=1,
-)
 ALL_CHAINS_OFF = {"ea_encoder": False, "ea_decoder": False, "ea_cross_attention": False}
 
 

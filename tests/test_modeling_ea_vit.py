@@ -24,20 +24,7 @@ from ea_hf import (
 )
 
 from ea_model_tester import EAModelTesterMixin, conv_parameters, outputs_to_compare
-
-
-TINY = dict(
-    image_size=32,
-    patch_size=8,  # a 4 x 4 patch grid: 17 tokens with CLS
-    encoder_stride=8,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    num_labels=3,
-    # ViT's default init (std 0.02) leaves this tiny model's attention maps near uniform, where EA barely shows
-    initializer_range=0.2,
-)
+from tiny_configs import VIT as TINY
 
 
 def pixels(batch_size=3, height=32, width=32, seed=1):

@@ -17,24 +17,14 @@ from ea_hf import EABertConfig, EABertForSequenceClassification, EAMarianConfig,
 from ea_hf.evolving_attention import EvolvingAttentionConv
 
 from seq2seq_tester import build_ea, source_batch
-from test_modeling_ea_marian import TINY as MARIAN_TINY
+from tiny_configs import BERT
+from tiny_configs import MARIAN as MARIAN_TINY
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BERT_TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    num_labels=2,
-    # as EA-Marian's `init_std`: BERT's 0.02 leaves attention logits near 0, where the convs barely matter
-    initializer_range=0.1,
-)
+# as EA-Marian's `init_std`: BERT's 0.02 leaves attention logits near 0, where the convs barely matter
+BERT_TINY = dict(BERT, initializer_range=0.1)
 RANK = 3  # not the 4 heads: LoRA's conv A maps 4 channels to 3, and its conv B 3 to 4
 CONV = ".evolving_attention.conv"
 
