@@ -250,18 +250,19 @@ def classifier_report(folder: Path, work: Path) -> list[str]:
     ]
     model = EABertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
     runners = {"PyTorch fp32": torch_runner(model), **{name: onnx_runner(path) for name, path in graphs.items()}}
-    predictions = {}
+    logits, predictions = {}, {}
     for name, run in runners.items():
-        ids = np.concatenate([run(batch).argmax(-1) for batch in batches])
-        predictions[name] = np.array([model.config.id2label[int(i)] for i in ids])
+        logits[name] = np.concatenate([np.asarray(run(batch)) for batch in batches])
+        predictions[name] = np.array([model.config.id2label[int(i)] for i in logits[name].argmax(-1)])
     reference = predictions["PyTorch fp32"]
     return [
         f"fine-tuned classifier {folder}, test split ({len(texts)} sentences):",
         "",
-        "| graph | accuracy | argmax agreement with PyTorch |",
-        "|---|---|---|",
+        "| graph | accuracy | argmax agreement with PyTorch | max abs logit difference vs PyTorch |",
+        "|---|---|---|---|",
         *(
-            f"| {name} | {(got == labels).mean():.2%} | {(got == reference).mean():.2%} |"
+            f"| {name} | {(got == labels).mean():.2%} | {(got == reference).mean():.2%} | "
+            f"{np.abs(logits[name] - logits['PyTorch fp32']).max():.3g} |"
             for name, got in predictions.items()
         ),
     ]

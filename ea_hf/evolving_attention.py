@@ -14,6 +14,8 @@ before the softmax, and decoders use a conv that is causal along the query axis.
 This file holds the operation, the softmax that follows it, and the pieces every EA config and model class shares.
 """
 
+import time
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -134,21 +136,64 @@ def records_graph(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
 
 
+def conv2d_kernel(conv: nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
+    """oneDNN's Conv2d on the [B, C, rows, K] map as it lies."""
+    return F.conv2d(input, conv.weight, conv.bias, padding=conv.padding)
+
+
+def channels_last_kernel(conv: nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
+    """Conv2d on a channels-last copy of the map (the layout oneDNN prefers), the output back in the map's layout."""
+    output = F.conv2d(
+        input.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias, padding=conv.padding
+    )
+    return output.contiguous()
+
+
+def conv3d_kernel(conv: nn.Conv2d, input: torch.Tensor, block_bytes: int | None = None) -> torch.Tensor:
+    """The same sums as a Conv3d with one input channel and a kernel spanning the C channels, read from the map as it
+    lies; with `block_bytes`, in blocks of query rows whose output is about that size (each block reads the rows next
+    to it), which keeps oneDNN's output buffer small."""
+    (pad_rows, pad_keys), reach = conv.padding, conv.kernel_size[0] - 1  # a block reads `reach` more input rows
+    num_rows = input.shape[2] + 2 * pad_rows - reach
+    row_bytes = input.shape[0] * conv.out_channels * input.shape[3] * input.element_size()
+    step = num_rows if block_bytes is None else max(1, block_bytes // row_bytes)
+    weight, blocks = conv.weight.unsqueeze(1), []
+    for start in range(0, num_rows, step):
+        end = min(start + step, num_rows)
+        # output row r reads input rows r - pad_rows ... r - pad_rows + reach; the same padding on a slice of the
+        # input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
+        low = max(start - pad_rows, 0)
+        rows = input[:, :, low : end - pad_rows + reach].unsqueeze(1)
+        output = F.conv3d(rows, weight, conv.bias, padding=(0, pad_rows, pad_keys)).squeeze(2)
+        blocks.append(output[:, :, start - low : end - low])
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+
+
+# Exact formulations of the EA conv for eager CPU inference: which is fastest depends on the CPU, oneDNN's build,
+# the map's shape and the thread count (at BERT-base's [1, 12, 512, 512] one CPU ran Conv3d 10x slower than Conv2d,
+# another 3x), so `EvolvingAttentionConv` times them on the running machine.
+CPU_KERNELS = {
+    "conv2d": conv2d_kernel,
+    "conv2d_channels_last": channels_last_kernel,
+    "conv3d": conv3d_kernel,
+    "conv3d_row_blocks": lambda conv, input: conv3d_kernel(conv, input, block_bytes=6 * 2**20),
+}
+
+
 class EvolvingAttentionConv(nn.Conv2d):
     """EA's `nn.Conv2d(H, H, k)` over the (query, key) plane of [B, H, Q, K] maps, heads as channels; zero padding
     (a query-causal conv pads only the key axis: `EvolvingAttention` puts the k-1 rows above the first query on top
     of its input). Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model.
 
     Same constructor and forward as `nn.Conv2d`, so that hooks and wrappers (PEFT's LoRA) apply. In eager inference
-    on the CPU it runs as a Conv3d with one input channel and a kernel spanning the H heads: the same sums, read from
-    the map as it lies, where oneDNN's Conv2d over a dozen channels is slow in this layout. oneDNN writes its output
-    through a buffer padded to a multiple of 16 channels; where that buffer would reach glibc's 32 MiB mmap limit
-    (BERT-base at batch 2 x length 512), it would be mapped afresh (page faults) at every call, so such maps are
-    convolved in blocks of query rows of about `CPU_BLOCK_BYTES` each.
+    on the CPU it runs the fastest of `CPU_KERNELS` on this machine for the map's shape: each is timed once, when a
+    shape first occurs (as cuDNN's benchmark mode does; rows and keys rounded up to a power of two), and the choice is
+    kept for the process in `cpu_choices`. Set `EvolvingAttentionConv.cpu_kernel` to a name of `CPU_KERNELS` to use
+    that one instead. With autograd, on other devices and while tracing it is `nn.Conv2d`'s own forward.
     """
 
-    CPU_MMAP_LIMIT = 32 * 2**20
-    CPU_BLOCK_BYTES = 6 * 2**20
+    cpu_kernel: str | None = None
+    cpu_choices: dict[tuple, str] = {}
 
     def reset_parameters(self):
         # transformers' init helpers skip tensors already loaded from a checkpoint
@@ -161,27 +206,22 @@ class EvolvingAttentionConv(nn.Conv2d):
         plain = self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or self.padding_mode != "zeros"
         if plain or input.device.type != "cpu" or is_tracing() or records_graph(input, self.weight):
             return super().forward(input)
-        return self.cpu_inference_forward(input)
+        return CPU_KERNELS[self.cpu_kernel or self.fastest_cpu_kernel(input)](self, input)
 
-    def cpu_inference_forward(self, input: torch.Tensor) -> torch.Tensor:
-        """The Conv3d formulation, in blocks of query rows for maps whose oneDNN buffer would reach the mmap limit."""
-        (pad_rows, pad_keys), reach = self.padding, self.kernel_size[0] - 1  # a block reads `reach` more input rows
-        num_rows = input.shape[2] + 2 * pad_rows - reach
-        row_bytes = input[:, :, 0].numel() * input.element_size()
-        padded_channels = -(-self.out_channels // 16) * 16
-        whole = row_bytes * input.shape[2] * padded_channels // input.shape[1] < self.CPU_MMAP_LIMIT
-        num_blocks = 1 if whole else -(-row_bytes * num_rows // self.CPU_BLOCK_BYTES)
-        step = -(-num_rows // num_blocks)
-        weight, blocks = self.weight.unsqueeze(1), []
-        for start in range(0, num_rows, step):
-            end = min(start + step, num_rows)
-            # output row r reads input rows r - pad_rows ... r - pad_rows + reach; the same padding on a slice of the
-            # input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
-            low = max(start - pad_rows, 0)
-            rows = input[:, :, low : end - pad_rows + reach].unsqueeze(1)
-            out = F.conv3d(rows, weight, self.bias, padding=(0, pad_rows, pad_keys)).squeeze(2)
-            blocks.append(out[:, :, start - low : end - low])
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+    def fastest_cpu_kernel(self, input: torch.Tensor) -> str:
+        """The name of the fastest of `CPU_KERNELS` for maps like `input`, timed the first time such a map occurs."""
+        bucket = [1 << max(size - 1, 0).bit_length() for size in input.shape[2:]]
+        key = (*input.shape[:2], *bucket, self.out_channels, *self.kernel_size, *self.padding, input.dtype)
+        key += (torch.get_num_threads(),)
+        if key not in self.cpu_choices:
+            seconds = {}
+            for name, kernel in CPU_KERNELS.items():
+                kernel(self, input)  # a first call allocates what later calls reuse
+                start = time.perf_counter()
+                kernel(self, input)
+                seconds[name] = time.perf_counter() - start
+            self.cpu_choices[key] = min(seconds, key=seconds.get)
+        return self.cpu_choices[key]
 
 
 class EvolvingAttentionGridConv(nn.Module):

@@ -16,8 +16,9 @@ ratio of medians. Weights are random (`torch.manual_seed(0)`): speed does not
 depend on them.
 
 Cases: BERT-base (`BertConfig()`, a sequence-classification head) forward and training step (forward, backward,
-AdamW step) at batch 8 x length 128 and batch 2 x length 512; ViT-base (`ViTConfig()`) forward at 224 x 224;
-opus-mt-size Marian greedy cached generation of 64 tokens from a 32-token source (`benchmark_generation`'s models).
+AdamW step) at batch 8 x length 128 and batch 2 x length 512, and forward at batch 1 x length 512 (a single
+request); ViT-base (`ViTConfig()`) forward at 224 x 224; opus-mt-size Marian greedy cached generation of 64 tokens
+from a 32-token source (`benchmark_generation`'s models).
 
 Peak memory is measured on one more run of each variant after the timed ones: the tensor bytes live before it that
 belong to the variant (weights, buffers, optimizer state, inputs; not the other variants' models) plus the highest
@@ -76,6 +77,7 @@ CASES = {
     "bert-forward-b8-l128": Case("bert", "forward", 8, 128),
     "bert-train-b8-l128": Case("bert", "train", 8, 128),
     "bert-forward-b2-l512": Case("bert", "forward", 2, 512),
+    "bert-forward-b1-l512": Case("bert", "forward", 1, 512),
     "bert-train-b2-l512": Case("bert", "train", 2, 512),
     "vit-forward-b8-224": Case("vit", "forward", 8, 224),
     "marian-generate-64": Case("marian", "generate", 1, 64),
@@ -84,6 +86,7 @@ QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
     "bert-forward-b8-l128": (2, 32),
     "bert-train-b8-l128": (2, 32),
     "bert-forward-b2-l512": (1, 64),
+    "bert-forward-b1-l512": (1, 64),
     "bert-train-b2-l512": (1, 64),
     "vit-forward-b8-224": (2, 32),
     "marian-generate-64": (1, 8),

@@ -1,7 +1,9 @@
 """Properties of the EA operation itself (EA_SPEC sections 1 and 3), over shapes, kernel sizes and alpha/beta; and the
 2-D grid conv of image models against a naive 4-D convolution."""
 
+import functools
 import itertools
+import time
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from transformers import PreTrainedConfig
 
 from ea_hf import EABertConfig, EvolvingAttention, attention_probabilities
-from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
+from ea_hf.evolving_attention import CPU_KERNELS, EvolvingAttentionConv, EvolvingAttentionGridConv, conv3d_kernel
 
 
 def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
@@ -228,37 +230,67 @@ def test_incremental_rows_equal_the_full_computation(kernel_size, causal):
             torch.testing.assert_close(evolved, full[i][:, :, start:stop, :width], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("rows_per_block", [1, 2, 3, 7])
+@pytest.mark.parametrize("kernel", list(CPU_KERNELS) + ["row blocks of 1, 2 and 3 rows"])
 @pytest.mark.parametrize("causal, query_causal", [(False, False), (True, True), (False, True)])
-def test_cpu_row_blocks_equal_the_autograd_conv(monkeypatch, rows_per_block, causal, query_causal):
-    """Without autograd the CPU conv runs in blocks of query rows (each reading its neighbours' rows, all written
-    back after all are computed): the same map as the one conv2d that autograd runs, for full maps and for cached
-    decoding steps."""
+def test_cpu_kernels_equal_the_autograd_conv(monkeypatch, kernel, causal, query_causal):
+    """Without autograd the CPU conv runs one of `CPU_KERNELS` (row blocks read their neighbours' rows): each gives the
+    map of the one conv2d that autograd runs, for full maps and for cached decoding steps."""
     length, num_heads, batch_size = 7, 3, 2
     layers = make_chain(num_heads, 0.6, 0.4, 5, causal=causal, query_causal=query_causal)
     logits = [torch.randn(batch_size, num_heads, length, length) for _ in layers]
     key_mask = torch.ones(batch_size, length, dtype=torch.bool)
     key_mask[1, :2] = False
     reference = [evolved.detach() for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
-    row_bytes = batch_size * num_heads * length * logits[0].element_size()
-    monkeypatch.setattr(EvolvingAttentionConv, "CPU_MMAP_LIMIT", 0)  # every map in blocks
-    monkeypatch.setattr(EvolvingAttentionConv, "CPU_BLOCK_BYTES", rows_per_block * row_bytes)
-    calls, conv3d = [], torch.nn.functional.conv3d
-    monkeypatch.setattr(torch.nn.functional, "conv3d", lambda *args, **kw: calls.append(1) or conv3d(*args, **kw))
+    kernels = {kernel: CPU_KERNELS.get(kernel)}
+    if kernel not in CPU_KERNELS:
+        row_bytes = batch_size * num_heads * length * logits[0].element_size()
+        kernels = {rows: functools.partial(conv3d_kernel, block_bytes=rows * row_bytes) for rows in (1, 2, 3)}
+    for name, function in kernels.items():
+        calls = []
+        monkeypatch.setitem(CPU_KERNELS, "under test", lambda conv, x: calls.append(1) or function(conv, x))
+        monkeypatch.setattr(EvolvingAttentionConv, "cpu_kernel", "under test")
+        with torch.no_grad():
+            blocked = [evolved for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
+            assert len(calls) == len(layers) - 1  # the first layer has no conv
+            for expected, got in zip(reference, blocked):
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=name)
+            if query_causal:  # two decoding steps of 4 and 3 queries, the first's conv rows cached for the second
+                rows = [None] * len(layers)
+                for start, stop in [(0, 4), (4, 7)]:
+                    evolved = None
+                    for i, (layer, layer_logits) in enumerate(zip(layers, logits)):
+                        width = stop if causal else length  # self-attention sees the keys up to its last query
+                        step, keys = layer_logits[:, :, start:stop, :width], key_mask[:, :width]
+                        evolved, rows[i] = layer(step, evolved, key_mask[:, start:stop], keys, rows[i], use_cache=True)
+                        expected = reference[i][:, :, start:stop, :width]
+                        torch.testing.assert_close(evolved, expected, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_cpu_kernel_is_chosen_by_timing_once_per_shape(monkeypatch):
+    """The first map of a shape times every kernel and keeps the fastest; later maps of that shape (rows and keys in
+    the same power-of-two bucket) reuse the choice without timing."""
+    conv = EvolvingAttentionConv(4, 4, 3, padding=1)
+    monkeypatch.setattr(EvolvingAttentionConv, "cpu_choices", {})
+    calls = []
+    for name, function in list(CPU_KERNELS.items()):
+        monkeypatch.setitem(CPU_KERNELS, name, lambda c, x, n=name, f=function: calls.append(n) or f(c, x))
+    now = [0.0]
+
+    def clock():  # a kernel call takes 1 s, conv3d's 0.1 s
+        now[0] += 0.1 if calls and calls[-1] == "conv3d" else 1.0
+        return now[0]
+
+    monkeypatch.setattr(time, "perf_counter", clock)
+    x = torch.randn(2, 4, 9, 11)
     with torch.no_grad():
-        blocked = [evolved for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
-        assert len(calls) == (len(layers) - 1) * -(-length // rows_per_block)  # the first layer has no conv
-        for expected, got in zip(reference, blocked):
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-        if query_causal:  # two decoding steps of 4 and 3 queries, the first's conv rows cached for the second
-            rows = [None] * len(layers)
-            for start, stop in [(0, 4), (4, 7)]:
-                evolved = None
-                for i, (layer, layer_logits) in enumerate(zip(layers, logits)):
-                    width = stop if causal else length  # self-attention sees the keys up to its last query
-                    step, keys = layer_logits[:, :, start:stop, :width].clone(), key_mask[:, :width]
-                    evolved, rows[i] = layer(step, evolved, key_mask[:, start:stop], keys, rows[i], use_cache=True)
-                    torch.testing.assert_close(evolved, reference[i][:, :, start:stop, :width], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
+        assert calls == [name for name in CPU_KERNELS for _ in range(2)] + ["conv3d"]  # warm-up and timed, then run
+        assert list(EvolvingAttentionConv.cpu_choices.values()) == ["conv3d"]
+        calls.clear()
+        conv(torch.randn(2, 4, 12, 16))  # the same bucket (16 x 16): no timing, the kernel chosen runs once
+        assert calls == ["conv3d"]
+        conv(torch.randn(2, 4, 17, 16))  # another bucket: timed again
+        assert len(EvolvingAttentionConv.cpu_choices) == 2
 
 
 def naive_grid_conv(conv, mixed, grid_size):

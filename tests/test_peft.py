@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
 from ea_hf import EABertConfig, EABertForSequenceClassification, EAMarianConfig, EAMarianMTModel
-from ea_hf.evolving_attention import EvolvingAttentionConv
+from ea_hf.evolving_attention import CPU_KERNELS, EvolvingAttentionConv
 
 from seq2seq_tester import build_ea, source_batch
 from tiny_configs import BERT
@@ -294,19 +294,20 @@ def test_cached_generation_calls_the_decoder_convs_with_the_cached_rows():
         assert [shape for _, shape in calls] == [(3, channels, 1, k) for k in keys], name
 
 
-def test_cpu_inference_path_with_lora_equals_reference(case, monkeypatch):
-    """In eval mode without grad the convs, LoRA's A (4 -> 3 channels) and B (3 -> 4, 1 x 1) included, take the CPU
-    inference path; with grad they run nn.Conv2d's forward. The logits agree."""
+@pytest.mark.parametrize("kernel", list(CPU_KERNELS))
+def test_cpu_inference_kernels_with_lora_equal_reference(case, kernel, monkeypatch):
+    """In eval mode without grad the convs, LoRA's A (4 -> 3 channels) and B (3 -> 4, 1 x 1) included, run a CPU
+    inference kernel (each in turn here); with grad they run nn.Conv2d's forward. The logits agree."""
     model = lora_model(case)
     batch = case.batch()
     taken = []
-    cpu_inference_forward = EvolvingAttentionConv.cpu_inference_forward
 
-    def spy(self, input):
-        taken.append((self.in_channels, self.out_channels, self.kernel_size))
-        return cpu_inference_forward(self, input)
+    def spy(conv, input):
+        taken.append((conv.in_channels, conv.out_channels, conv.kernel_size))
+        return CPU_KERNELS[kernel](conv, input)
 
-    monkeypatch.setattr(EvolvingAttentionConv, "cpu_inference_forward", spy)
+    monkeypatch.setitem(CPU_KERNELS, "under test", spy)
+    monkeypatch.setattr(EvolvingAttentionConv, "cpu_kernel", "under test")
     reference = model(**batch).logits
     assert taken == []
     fast = logits_of(model, batch)
