@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark.py                 # the issue's cases on the CPU
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark.py --quick --threads 1    # a CI smoke run: seconds
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark.py --cases bert-forward-b1-l512 --processes 5  # median, range
     .venv/bin/python scripts/benchmark.py --cases bert-forward-b8-l128 --device cuda --dtype bfloat16
 
 Every case runs three variants of one model: vanilla transformers with eager attention, vanilla with sdpa, and EA
@@ -39,6 +40,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -334,6 +336,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_vector_extensions() -> list[str]:
+    """The CPU's vector extensions that decide oneDNN's kernels (AVX2, AVX-512, AMX, VNNI), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(flag for flag in set(flags) if flag.startswith(("avx2", "avx512", "amx", "avx_vnni")))
+
+
 def git_commit() -> str | None:
     """HEAD's hash, with " (modified)" when the working tree differs from it; None outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
@@ -354,6 +366,7 @@ def environment(device: torch.device) -> dict:
         "transformers": transformers.__version__,
         "ea_hf": ea_hf.__version__,
         "cpu": cpu_model(),
+        "cpu_vector_extensions": cpu_vector_extensions(),
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         # the allocator's settings change how often large tensors cost fresh pages (benchmarks/NOTES.md)
@@ -422,6 +435,12 @@ def parse_args(argv):
         help="first check that the variants share their weights (EA off gives vanilla eager's logits)",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the benchmark in N fresh processes in turn and report each ratio's median and range over them",
+    )
+    parser.add_argument(
         "--output_dir",
         help="where results.json and results.md go (default benchmarks/; benchmarks/quick/ with --quick)",
     )
@@ -432,6 +451,8 @@ def parse_args(argv):
         args.output_dir = "benchmarks/quick" if args.quick else "benchmarks"
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}.")
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}.")
     if args.warmup < 0:
         parser.error(f"--warmup must be at least 0, got {args.warmup}.")
     if args.threads is not None and args.threads < 1:
@@ -442,9 +463,78 @@ def parse_args(argv):
     return args
 
 
+def run_processes(args) -> dict:
+    """`--processes N`: the benchmark in N fresh processes, one after the other (the allocator's behaviour, and so the
+    ratios, are decided per process); every ratio is reported as its median and range over the processes, and the
+    targets are judged on the medians. Returns what results.json holds: each process's own results under
+    "processes"."""
+    child = ["--cases", *args.cases, "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device",
+             args.device, "--dtype", args.dtype, "--check" if args.check else "--no-check"]  # fmt: skip
+    child += (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else [])
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in tqdm(range(args.processes), desc="processes", file=sys.stderr):
+            folder = os.path.join(tmp, str(index))
+            command = [sys.executable, __file__, *child, "--output_dir", folder]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            with open(os.path.join(folder, "results.json")) as file:
+                runs.append(json.load(file))
+    cases, medians = {}, {}
+    for name in runs[0]["cases"]:
+        cases[name] = {"ratios": {}}
+        medians[name] = {"ratios": {}}
+        for reference in ("EA / vanilla eager", "EA / vanilla sdpa"):
+            spread = {}
+            for metric in ("time", "peak_memory"):
+                values = [run["cases"][name]["ratios"][reference][metric] for run in runs]
+                spread[metric] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                                  "values": values}  # fmt: skip
+            cases[name]["ratios"][reference] = spread
+            medians[name]["ratios"][reference] = {metric: value["median"] for metric, value in spread.items()}
+    targets = evaluate_targets(medians)
+    output = {"environment": runs[0]["environment"], "args": vars(args), "cases": cases, "targets": targets,
+              "processes": runs}  # fmt: skip
+    env = output["environment"]
+    header = (
+        f"{env['date']}, {env['cpu']} ({' '.join(env['cpu_vector_extensions']) or 'no AVX2'}), {env['threads']} "
+        f"threads, torch {env['torch']}, {args.dtype}, median (min-max) over {args.processes} fresh processes of "
+        f"the median of {args.repeats} rounds each, commit {env['git_commit']}"
+        + (" -- QUICK: tiny models and inputs, the targets do not apply" if args.quick else "")
+    )
+    table = ["| case | EA / vanilla eager: time | peak memory | EA / vanilla sdpa: time | peak memory |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, case in cases.items():
+        cells = [
+            f"{value['median']:.3f} ({value['min']:.3f}-{value['max']:.3f})"
+            for reference in ("EA / vanilla eager", "EA / vanilla sdpa")
+            for value in case["ratios"][reference].values()
+        ]
+        table.append(f"| {name} | {' | '.join(cells)} |")
+    summary = ["Targets (the median EA / vanilla eager, on the issue's 2-core CPU):", ""] + [
+        f"- {t['case']} {t['metric'].replace('_', ' ')}: {t['EA / vanilla eager']:.3f} <= {t['limit']:.2f} "
+        f"{'PASS' if t['pass'] else 'FAIL'}"
+        for t in targets
+    ]
+    write_results(args.output_dir, output, header, table, summary)
+    return output
+
+
+def write_results(output_dir: str, output: dict, header: str, table: list[str], summary: list[str]) -> None:
+    """Print the report and write results.json and results.md into `output_dir`."""
+    print("\n" + header + "\n\n" + "\n".join(table) + "\n\n" + "\n".join(summary))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.json"), "w") as file:
+        json.dump(output, file, indent=2)
+    with open(os.path.join(output_dir, "results.md"), "w") as file:
+        title = "# EA vs vanilla transformers (scripts/benchmark.py)"
+        file.write("\n".join([title, "", header, "", *table, "", *summary]) + "\n")
+
+
 def main(argv=None) -> dict:
     """Run the benchmark; returns what results.json holds."""
     args = parse_args(argv)
+    if args.processes > 1:
+        return run_processes(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -480,7 +570,8 @@ def main(argv=None) -> dict:
 
     env = output["environment"]
     header = (
-        f"{env['date']}, {env['device'] if device.type == 'cuda' else env['cpu']}, {env['threads']} threads, "
+        f"{env['date']}, {env['device'] if device.type == 'cuda' else env['cpu']} "
+        f"({' '.join(env['cpu_vector_extensions']) or 'no AVX2'}), {env['threads']} threads, "
         f"torch {env['torch']}, transformers {env['transformers']}, {args.dtype}, median of {args.repeats} rounds "
         f"after {args.warmup} warm-up round(s), commit {env['git_commit']}"
         + "".join(f", {k}={v}" for k, v in env["allocator_env"].items())
@@ -490,14 +581,7 @@ def main(argv=None) -> dict:
             else ""
         )
     )
-    table, summary = markdown_table(results), summary_lines(results, targets)
-    print("\n" + header + "\n\n" + "\n".join(table) + "\n\n" + "\n".join(summary))
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as file:
-        json.dump(output, file, indent=2)
-    with open(os.path.join(args.output_dir, "results.md"), "w") as file:
-        title = "# EA vs vanilla transformers (scripts/benchmark.py)"
-        file.write("\n".join([title, "", header, "", *table, "", *summary]) + "\n")
+    write_results(args.output_dir, output, header, markdown_table(results), summary_lines(results, targets))
     return output
 
 

@@ -127,12 +127,31 @@ def test_a_subset_of_cases(tmp_path, one_thread):
     assert all(len(v["seconds"]) == 1 for c in results["cases"].values() for v in c["variants"].values())
 
 
+def test_processes_report_the_median_and_range_of_fresh_processes(tmp_path):
+    """`--processes 2`: two fresh processes; each ratio is the median of theirs, with its range; targets on medians;
+    the CPU's vector extensions are recorded."""
+    argv = ["--quick", "--threads", "1", "--repeats", "1", "--warmup", "0", "--no-check", "--processes", "2"]
+    results = benchmark.main([*argv, "--cases", "bert-forward-b8-l128", "--output_dir", str(tmp_path)])
+    assert len(results["processes"]) == 2 and json.loads((tmp_path / "results.json").read_text()) == results
+    assert isinstance(results["environment"]["cpu_vector_extensions"], list)
+    for reference, ratios in results["cases"]["bert-forward-b8-l128"]["ratios"].items():
+        for metric, spread in ratios.items():
+            own = [run["cases"]["bert-forward-b8-l128"]["ratios"][reference][metric] for run in results["processes"]]
+            assert spread["values"] == own and spread["median"] == statistics.median(own)
+            assert spread["min"] <= spread["median"] <= spread["max"]
+    medians = results["cases"]["bert-forward-b8-l128"]["ratios"]["EA / vanilla eager"]
+    for target in results["targets"]:
+        assert target["EA / vanilla eager"] == medians[target["metric"]]["median"]
+    assert "over 2 fresh processes" in (tmp_path / "results.md").read_text()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--repeats", "0"], "--repeats must be at least 1"),
         (["--warmup", "-1"], "--warmup must be at least 0"),
         (["--threads", "0"], "--threads must be at least 1"),
+        (["--processes", "0"], "--processes must be at least 1"),
         (["--cases", "bert-forward"], "invalid choice"),
         (["--dtype", "int8"], "invalid choice"),
     ],
