@@ -136,11 +136,6 @@ def records_graph(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
 
 
-def conv2d_kernel(conv: nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
-    """oneDNN's Conv2d on the [B, C, rows, K] map as it lies."""
-    return F.conv2d(input, conv.weight, conv.bias, padding=conv.padding)
-
-
 def channels_last_kernel(conv: nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
     """Conv2d on a channels-last copy of the map (the layout oneDNN prefers), the output back in the map's layout."""
     output = F.conv2d(
@@ -173,7 +168,7 @@ def conv3d_kernel(conv: nn.Conv2d, input: torch.Tensor, block_bytes: int | None 
 # the map's shape and the thread count (at BERT-base's [1, 12, 512, 512] one CPU ran Conv3d 10x slower than Conv2d,
 # another 3x), so `EvolvingAttentionConv` times them on the running machine.
 CPU_KERNELS = {
-    "conv2d": conv2d_kernel,
+    "conv2d": nn.Conv2d.forward,  # oneDNN's Conv2d on the [B, C, rows, K] map as it lies
     "conv2d_channels_last": channels_last_kernel,
     "conv3d": conv3d_kernel,
     "conv3d_row_blocks": lambda conv, input: conv3d_kernel(conv, input, block_bytes=6 * 2**20),

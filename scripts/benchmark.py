@@ -325,25 +325,25 @@ def evaluate_targets(cases: dict) -> list[dict]:
     return targets
 
 
-def cpu_model() -> str:
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and the vector extensions that decide oneDNN's kernels (AVX2, AVX-512, AMX, VNNI), from
+    /proc/cpuinfo (elsewhere: `platform`'s name and no extensions)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    extensions = sorted(flag for flag in flags if flag.startswith(("avx2", "avx512", "amx", "avx_vnni")))
+    return fields.get("model name") or platform.processor() or platform.machine(), extensions
 
 
-def cpu_vector_extensions() -> list[str]:
-    """The CPU's vector extensions that decide oneDNN's kernels (AVX2, AVX-512, AMX, VNNI), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(flag for flag in set(flags) if flag.startswith(("avx2", "avx512", "amx", "avx_vnni")))
+def cpu_description(env: dict) -> str:
+    """`model (extensions)` for the reports."""
+    return f"{env['cpu']} ({' '.join(env['cpu_vector_extensions']) or 'no AVX2'})"
 
 
 def git_commit() -> str | None:
@@ -358,6 +358,7 @@ def git_commit() -> str | None:
 
 
 def environment(device: torch.device) -> dict:
+    cpu, extensions = cpu_info()
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -365,8 +366,8 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "ea_hf": ea_hf.__version__,
-        "cpu": cpu_model(),
-        "cpu_vector_extensions": cpu_vector_extensions(),
+        "cpu": cpu,
+        "cpu_vector_extensions": extensions,
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         # the allocator's settings change how often large tensors cost fresh pages (benchmarks/NOTES.md)
@@ -496,8 +497,8 @@ def run_processes(args) -> dict:
               "processes": runs}  # fmt: skip
     env = output["environment"]
     header = (
-        f"{env['date']}, {env['cpu']} ({' '.join(env['cpu_vector_extensions']) or 'no AVX2'}), {env['threads']} "
-        f"threads, torch {env['torch']}, {args.dtype}, median (min-max) over {args.processes} fresh processes of "
+        f"{env['date']}, {cpu_description(env)}, {env['threads']} threads, torch {env['torch']}, {args.dtype}, "
+        f"median (min-max) over {args.processes} fresh processes of "
         f"the median of {args.repeats} rounds each, commit {env['git_commit']}"
         + (" -- QUICK: tiny models and inputs, the targets do not apply" if args.quick else "")
     )
@@ -570,8 +571,8 @@ def main(argv=None) -> dict:
 
     env = output["environment"]
     header = (
-        f"{env['date']}, {env['device'] if device.type == 'cuda' else env['cpu']} "
-        f"({' '.join(env['cpu_vector_extensions']) or 'no AVX2'}), {env['threads']} threads, "
+        f"{env['date']}, {env['device'] if device.type == 'cuda' else cpu_description(env)}, "
+        f"{env['threads']} threads, "
         f"torch {env['torch']}, transformers {env['transformers']}, {args.dtype}, median of {args.repeats} rounds "
         f"after {args.warmup} warm-up round(s), commit {env['git_commit']}"
         + "".join(f", {k}={v}" for k, v in env["allocator_env"].items())

@@ -6,7 +6,9 @@ two other shapes: the graph must take `attention_mask` (a mask of ones in the ex
 match eager PyTorch at the real positions.
 """
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
 import onnxruntime
@@ -35,6 +37,11 @@ from ea_hf import (
 
 from tiny_configs import BERT, DC, MARIAN, T5, VIT
 
+
+# the exporters' tensors-in, tensor-out form of a model, and the comparison at real positions, as the script has them
+spec = importlib.util.spec_from_file_location("export_onnx", Path(__file__).parents[1] / "scripts" / "export_onnx.py")
+export_onnx = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export_onnx)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,26 +170,14 @@ EXAMPLE, EXPORT_EXAMPLE = ([7], [5]), ([7, 7], [5, 5])
 PADDED_BATCHES = (([9, 4, 7], [6, 3, 5]), ([11, 5], [4, 8]))
 
 
-class FirstOutput(torch.nn.Module):
-    """`model(**dict(zip(names, inputs)))[0]` (no cache): the positional tensors-in, tensor-out form exporters take."""
-
-    def __init__(self, model, names):
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *inputs):
-        kwargs = {"use_cache": False} if self.model.config.is_encoder_decoder else {}
-        return self.model(**dict(zip(self.names, inputs)), **kwargs, return_dict=False)[0]
-
-
-def build(case: Case) -> FirstOutput:
+def build(case: Case) -> export_onnx.FirstOutput:
     torch.manual_seed(0)
     model = case.model_class(case.config).eval()
     with torch.no_grad():  # the convs away from their identity init, so that EA really mixes
         for name, parameter in model.named_parameters():
             if ".evolving_attention.conv." in name:
                 parameter.normal_(std=0.3)
-    return FirstOutput(model, case.names).eval()
+    return export_onnx.FirstOutput(model, case.names)  # in the model's mode: eval
 
 
 def batches(case: Case, lengths) -> tuple:
@@ -194,9 +189,8 @@ def assert_equal_at_real_positions(got, expected, mask, atol):
     """Outputs with the mask's leading axes are compared where the mask is 1; other outputs in full."""
     got, expected = torch.as_tensor(got), expected.detach()
     assert got.shape == expected.shape
-    if mask is not None and tuple(got.shape[: mask.dim()]) == tuple(mask.shape):
-        got, expected = got[mask.bool()], expected[mask.bool()]
-    torch.testing.assert_close(got, expected, atol=atol, rtol=0)
+    at_real = export_onnx.at_real_positions
+    torch.testing.assert_close(at_real(got, mask), at_real(expected, mask), atol=atol, rtol=0)
 
 
 def dynamic_shapes(case: Case):
@@ -206,7 +200,7 @@ def dynamic_shapes(case: Case):
     return ({axis: dims[name] for axis, name in case.axes[input_name].items()} for input_name in case.names)
 
 
-def check_onnx(path, case: Case, model: FirstOutput):
+def check_onnx(path, case: Case, model: export_onnx.FirstOutput):
     graph_inputs = [graph_input.name for graph_input in onnx.load(str(path)).graph.input]
     assert graph_inputs == case.names  # attention_mask kept, though the example's is all ones
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
