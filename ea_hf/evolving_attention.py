@@ -166,7 +166,8 @@ def conv3d_kernel(conv: nn.Conv2d, input: torch.Tensor, block_bytes: int | None 
 
 # Exact formulations of the EA conv for eager CPU inference: which is fastest depends on the CPU, oneDNN's build,
 # the map's shape and the thread count (at BERT-base's [1, 12, 512, 512] one CPU ran Conv3d 10x slower than Conv2d,
-# another 3x), so `EvolvingAttentionConv` times them on the running machine.
+# another 5-9x; at [2, 12, 512, 512] Conv3d was the faster there), so `EvolvingAttentionConv` times them on the running
+# machine.
 CPU_KERNELS = {
     "conv2d": nn.Conv2d.forward,  # oneDNN's Conv2d on the [B, C, rows, K] map as it lies
     "conv2d_channels_last": channels_last_kernel,
