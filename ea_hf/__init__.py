@@ -44,7 +44,7 @@ from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5
 from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel, EAViTPreTrainedModel
 from .pipeline_time_series import TimeSeriesClassificationPipeline
 from .pipeline_translation import TranslationPipeline
-from .registration import AUTO_CLASSES, register_auto_classes
+from .registration import AUTO_CLASSES, EAModelClasses, ea_model_classes, register_auto_classes
 
 
 __version__ = "0.1.0"
@@ -82,12 +82,14 @@ __all__ = [
     "EAViTForMaskedImageModeling",
     "EAViTModel",
     "EAViTPreTrainedModel",
+    "EAModelClasses",
     "EvolvingAttention",
     "EvolvingAttentionCache",
     "TimeSeriesClassificationPipeline",
     "TranslationPipeline",
     "attention_probabilities",
     "convert_checkpoint",
+    "ea_model_classes",
     "register_pipeline",
     "register_time_series_pipeline",
     "register_translation_pipeline",

@@ -8,25 +8,10 @@ import shutil
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.utils import logging
 
-from .registration import AUTO_CLASSES
+from .registration import ea_model_classes
 
 
 logger = logging.get_logger(__name__)
-
-
-def ea_model_class(host_config) -> type:
-    """The EA class for a vanilla config: `BertForMaskedLM` -> `EABertForMaskedLM`; the EA base model when the
-    config names no architecture with an EA twin."""
-    for config_class, models in AUTO_CLASSES.items():
-        if host_config.model_type in (config_class.host_model_type, config_class.model_type):
-            by_name = {model_class.__name__: model_class for model_class in models.values()}
-            for architecture in host_config.architectures or []:
-                name = architecture if architecture.startswith("EA") else f"EA{architecture}"
-                if name in by_name:
-                    return by_name[name]
-            return models[next(iter(models))]
-    supported = sorted(c.host_model_type for c in AUTO_CLASSES if c.host_model_type)
-    raise ValueError(f"No EA model for model_type `{host_config.model_type}`; supported: {supported}.")
 
 
 # The sentence-transformers files beside a root Transformer module: `sentence_bert_config.json` (or the
@@ -88,7 +73,7 @@ def convert_checkpoint(source: str, output_dir: str, **ea_config: float | int | 
     loads it with the EA model as its Transformer module. Returns `output_dir`."""
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         raise FileExistsError(f"{output_dir} exists and is not empty; choose a new folder.")
-    model_class = ea_model_class(AutoConfig.from_pretrained(source))
+    model_class = ea_model_classes(AutoConfig.from_pretrained(source)).ea
     sentence_transformers = sentence_transformers_folder(source)
     model = model_class.from_pretrained(source, **ea_config)
     model.save_pretrained(output_dir)

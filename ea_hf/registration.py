@@ -1,4 +1,9 @@
-"""The table of EA configs and models per Auto class, and their registration (run on `import ea_hf`)."""
+"""The table of EA configs and models per Auto class, the lookup `ea_model_classes`, and their registration (run on
+`import ea_hf`)."""
+
+from typing import NamedTuple
+
+import transformers
 
 from transformers import (
     AutoConfig,
@@ -62,6 +67,44 @@ AUTO_CLASSES = {
         AutoModelForSequenceClassification: EADCTransformerForTimeSeriesClassification,
     },
 }
+
+
+class EAModelClasses(NamedTuple):
+    """An EA model class and its vanilla twin: transformers' class of the same head (None where the EA model has no
+    vanilla model type, as the EA-DC-Transformer)."""
+
+    ea: type
+    vanilla: type | None
+
+
+def ea_model_classes(config: transformers.PreTrainedConfig, auto_class: type | None = None) -> EAModelClasses:
+    """The EA class and its vanilla twin for `config` (an EA config, or the vanilla config it converts) and
+    `auto_class` (e.g. `AutoModelForSequenceClassification`: `EABertForSequenceClassification` and
+    `BertForSequenceClassification` for a BERT config). Without `auto_class`: the first of `config.architectures`
+    with an EA twin (`BertForMaskedLM` -> `EABertForMaskedLM`), else the base model.
+
+    Raises a `ValueError` for a model type with no EA twin, and for an `auto_class` the EA family has no model for.
+    """
+    for config_class, models in AUTO_CLASSES.items():
+        if config.model_type in (config_class.model_type, config_class.host_model_type):
+            break
+    else:
+        supported = sorted(c.host_model_type for c in AUTO_CLASSES if c.host_model_type)
+        raise ValueError(
+            f"No EA model for model_type `{config.model_type}`; EA converts: {', '.join(supported)} (and loads "
+            f"{', '.join(c.model_type for c in AUTO_CLASSES)})."
+        )
+    if auto_class is None:
+        by_name = {model_class.__name__: model_class for model_class in models.values()}
+        named = [name if name.startswith("EA") else f"EA{name}" for name in config.architectures or []]
+        ea_class = next((by_name[name] for name in named if name in by_name), models[AutoModel])
+    elif auto_class in models:
+        ea_class = models[auto_class]
+    else:
+        heads = ", ".join(auto.__name__ for auto in models)
+        raise ValueError(f"{config_class.model_type} has no model for {auto_class.__name__}; it has: {heads}.")
+    vanilla_class = getattr(transformers, ea_class.__name__.removeprefix("EA")) if config_class.host_model_type else None
+    return EAModelClasses(ea_class, vanilla_class)
 
 
 def register_auto_classes() -> None:
