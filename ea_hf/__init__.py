@@ -19,8 +19,8 @@ from .custom_pipelines import (
     save_translation_pipeline,
 )
 from .evolving_attention import (
-    EvolvingAttention,
     EvolvingAttentionCache,
+    EvolvingAttentionStep,
     attention_probabilities,
     validate_evolving_attention_config,
 )
@@ -83,8 +83,8 @@ __all__ = [
     "EAViTModel",
     "EAViTPreTrainedModel",
     "EAModelClasses",
-    "EvolvingAttention",
     "EvolvingAttentionCache",
+    "EvolvingAttentionStep",
     "TimeSeriesClassificationPipeline",
     "TranslationPipeline",
     "attention_probabilities",

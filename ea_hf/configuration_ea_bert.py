@@ -3,25 +3,14 @@
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
-from .evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAConfigMixin
 
 
 @strict
 class EABertConfig(EAConfigMixin, BertConfig):
     r"""
-    Every `BertConfig` field, plus:
-
-    ea_alpha (`float`, defaults to 0.1):
-        Weight of the convolution branch: `E = alpha * act(conv(M)) + (1 - alpha) * M`.
-    ea_beta (`float`, defaults to 0.1):
-        Weight of the previous layer's map: `M = (1 - beta) * S + beta * E_prev`.
-    ea_kernel_size (`int`, defaults to 3):
-        Odd kernel size of the Conv2d over the (query, key) plane.
-    ea_activation (`str`, defaults to `"relu"`):
-        Activation of the convolution branch: `"relu"`, `"leaky_relu"`, `"gelu"` or `"identity"`.
-    ea_encoder (`bool`, defaults to `True`):
-        Evolve the attention maps through the encoder's self-attention layers. With `False` (or
-        `ea_alpha = ea_beta = 0`) the model computes exactly what `BertModel` computes.
+    Every `BertConfig` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    `ea_activation`, `ea_encoder`).
 
     Loading a vanilla BERT config (`model_type: "bert"`) with `EABertConfig.from_pretrained` converts it, with these
     defaults (or overrides passed as keyword arguments).
@@ -42,12 +31,6 @@ class EABertConfig(EAConfigMixin, BertConfig):
         "AutoModelForQuestionAnswering": "modeling_ea_bert.EABertForQuestionAnswering",
         "AutoModelForMultipleChoice": "modeling_ea_bert.EABertForMultipleChoice",
     }
-
-    ea_alpha: float | int = 0.1
-    ea_beta: float | int = 0.1
-    ea_kernel_size: int = 3
-    ea_activation: str = "relu"
-    ea_encoder: bool = True
 
 
 __all__ = ["EABertConfig"]

@@ -4,7 +4,7 @@ evolving-attention fields."""
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from .evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAConfigMixin
 
 
 @strict
@@ -31,14 +31,9 @@ class EADCTransformerConfig(EAConfigMixin, PreTrainedConfig):
         convolution branch gets the other `d_model - value width` output channels.
     dropout (`float`, defaults to 0.1):
         Dropout on positions, feed-forward sub-layers, forwarded attention logits and the head.
-    ea_alpha (`float`, defaults to 0.3), ea_beta (`float`, defaults to 0.7):
-        The EA weights (the authors' time-series defaults): `E = alpha * act(conv(M)) + (1 - alpha) * M`,
-        `M = (1 - beta) * S + beta * E_prev`.
-    ea_kernel_size (`int`, defaults to 3), ea_activation (`str`, defaults to `"leaky_relu"`):
-        The EA convolution over the (query, key) plane and its activation.
-    ea_encoder (`bool`, defaults to `True`):
-        The EA chain through the attention branches of blocks 1 and up (block 0 has none). With `False` (or
-        `ea_alpha = ea_beta = 0`) the model is the DC-Transformer without EA.
+    ea_alpha, ea_beta, ea_kernel_size, ea_activation, ea_encoder:
+        The EA fields of `EAConfigMixin`, with the authors' time-series defaults: alpha 0.3, beta 0.7, activation
+        `"leaky_relu"`. The chain runs through the attention branches of blocks 1 and up (block 0 has none).
     """
 
     model_type = "ea_dc_transformer"
@@ -61,9 +56,7 @@ class EADCTransformerConfig(EAConfigMixin, PreTrainedConfig):
     dropout: float | int = 0.1
     ea_alpha: float | int = 0.3
     ea_beta: float | int = 0.7
-    ea_kernel_size: int = 3
     ea_activation: str = "leaky_relu"
-    ea_encoder: bool = True
 
     def __post_init__(self, **kwargs):
         key_width = int(self.d_model * self.attention_key_fraction)

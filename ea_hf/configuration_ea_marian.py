@@ -4,24 +4,15 @@ chain."""
 from huggingface_hub.dataclasses import strict
 from transformers import MarianConfig
 
-from .evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAConfigMixin
 
 
 @strict
 class EAMarianConfig(EAConfigMixin, MarianConfig):
     r"""
-    Every `MarianConfig` field, plus:
+    Every `MarianConfig` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    `ea_activation`, `ea_encoder`: the encoder's self-attention chain) and:
 
-    ea_alpha (`float`, defaults to 0.1):
-        Weight of the convolution branch: `E = alpha * act(conv(M)) + (1 - alpha) * M`.
-    ea_beta (`float`, defaults to 0.1):
-        Weight of the previous layer's map: `M = (1 - beta) * S + beta * E_prev`.
-    ea_kernel_size (`int`, defaults to 3):
-        Odd kernel size of the Conv2d over the (query, key) plane.
-    ea_activation (`str`, defaults to `"relu"`):
-        Activation of the convolution branch: `"relu"`, `"leaky_relu"`, `"gelu"` or `"identity"`.
-    ea_encoder (`bool`, defaults to `True`):
-        Evolve the encoder's self-attention maps.
     ea_decoder (`bool`, defaults to `True`):
         Evolve the decoder's (causal) self-attention maps: future columns zeroed, query-causal conv.
     ea_cross_attention (`bool`, defaults to `True`):
@@ -41,11 +32,6 @@ class EAMarianConfig(EAConfigMixin, MarianConfig):
         "AutoModelForSeq2SeqLM": "modeling_ea_marian.EAMarianMTModel",
     }
 
-    ea_alpha: float | int = 0.1
-    ea_beta: float | int = 0.1
-    ea_kernel_size: int = 3
-    ea_activation: str = "relu"
-    ea_encoder: bool = True
     ea_decoder: bool = True
     ea_cross_attention: bool = True
 

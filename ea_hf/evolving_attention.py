@@ -11,20 +11,21 @@ chain, and a Conv2d(H, H, k) over the (query, key) plane with the heads as chann
 positions are zeroed before the conv (so padding never leaks into real positions), the mask is applied only right
 before the softmax, and decoders use a conv that is causal along the query axis.
 
-This file holds the operation, the softmax that follows it, and the pieces every EA config and model class shares.
+This file holds the step (`EvolvingAttentionStep`, with its convs), the attention around it
+(`evolving_attention_forward`, `attention_probabilities`), the decoders' cache and what every EA model class shares;
+the configs' EA fields are in `configuration_evolving_attention.py`, the conv's CPU kernels in `cpu_conv_kernels.py`.
 """
 
-import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.utils import logging
 
+from .cpu_conv_kernels import CPU_KERNELS, fastest_kernel
 
-logger = logging.get_logger(__name__)
 
 # applied to the conv's output, which nothing else reads: in place where the activation can be
 EA_ACTIVATIONS = {
@@ -35,57 +36,8 @@ EA_ACTIVATIONS = {
 }
 
 
-def validate_evolving_attention_config(config) -> None:
-    """Raise a `ValueError` naming the field when an EA config value is out of range."""
-    for name in ("ea_alpha", "ea_beta"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
-    kernel_size = config.ea_kernel_size
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"`ea_kernel_size` must be an odd positive integer (1, 3, 5, ...), got {kernel_size!r}.")
-    if getattr(config, "ea_conv", "raster") not in ("raster", "grid"):
-        raise ValueError(f"`ea_conv` must be 'raster' or 'grid', got {config.ea_conv!r}.")
-    if config.ea_activation not in EA_ACTIVATIONS:
-        raise ValueError(f"`ea_activation` must be one of {sorted(EA_ACTIVATIONS)}, got {config.ea_activation!r}.")
-
-
-class EAConfigMixin:
-    """Shared by the EA configs: validation, and loading a vanilla host config (e.g. `bert`) with EA fields added.
-
-    A subclass sets `host_model_type` (the vanilla `model_type` it converts), `default_auto_map` (the remote-code
-    class of every head, so that a saved folder loads each head with `trust_remote_code=True`) and declares the `ea_*`
-    fields.
-    """
-
-    host_model_type: str
-    default_auto_map: dict[str, str]
-
-    def __post_init__(self, **kwargs):
-        validate_evolving_attention_config(self)
-        if getattr(self, "auto_map", None) is None:
-            self.auto_map = dict(self.default_auto_map)
-        super().__post_init__(**kwargs)
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        model_type = config_dict.get("model_type")
-        if model_type == cls.host_model_type:
-            ea_fields = {name: cls.__dataclass_fields__[name].default for name in cls.__dataclass_fields__}
-            ea_fields = {name: value for name, value in ea_fields.items() if name.startswith("ea_")}
-            logger.warning(
-                f"Converting a vanilla `{model_type}` config to `{cls.model_type}` ({cls.__name__}): adding evolving "
-                f"attention with {', '.join(f'{k}={kwargs.get(k, v)}' for k, v in ea_fields.items())}; the EA "
-                "convolutions are new weights."
-            )
-            config_dict = {**config_dict, "model_type": cls.model_type}
-        elif model_type is not None and model_type != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a `{model_type}` checkpoint; {cls.__name__} loads only "
-                f"`{cls.model_type}` or vanilla `{cls.host_model_type}` checkpoints."
-            )
-        return config_dict, kwargs
+def validate_evolving_attention_config(config) -> None:  # TEMP: until ea_hf/finetuning.py drops its call
+    """The EA configs check their fields whenever they are set."""
 
 
 def is_tracing() -> bool:
@@ -131,61 +83,15 @@ def padding_mask_from(attention_mask: torch.Tensor | None, shape: tuple[int, int
     return None if not is_tracing() and torch.all(mask) else mask
 
 
-def records_graph(*tensors: torch.Tensor) -> bool:
-    """Whether autograd records operations on `tensors` (then no tensor it saves may be modified in place)."""
-    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
-
-
-def channels_last_kernel(conv: nn.Conv2d, input: torch.Tensor) -> torch.Tensor:
-    """Conv2d on a channels-last copy of the map (the layout oneDNN prefers), the output back in the map's layout."""
-    output = F.conv2d(
-        input.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias, padding=conv.padding
-    )
-    return output.contiguous()
-
-
-def conv3d_kernel(conv: nn.Conv2d, input: torch.Tensor, block_bytes: int | None = None) -> torch.Tensor:
-    """The same sums as a Conv3d with one input channel and a kernel spanning the C channels, read from the map as it
-    lies; with `block_bytes`, in blocks of query rows whose output is about that size (each block reads the rows next
-    to it), which keeps oneDNN's output buffer small."""
-    (pad_rows, pad_keys), reach = conv.padding, conv.kernel_size[0] - 1  # a block reads `reach` more input rows
-    num_rows = input.shape[2] + 2 * pad_rows - reach
-    row_bytes = input.shape[0] * conv.out_channels * input.shape[3] * input.element_size()
-    step = num_rows if block_bytes is None else max(1, block_bytes // row_bytes)
-    weight, blocks = conv.weight.unsqueeze(1), []
-    for start in range(0, num_rows, step):
-        end = min(start + step, num_rows)
-        # output row r reads input rows r - pad_rows ... r - pad_rows + reach; the same padding on a slice of the
-        # input beginning at `low` gives output rows from `low` on, exact for rows [start, end)
-        low = max(start - pad_rows, 0)
-        rows = input[:, :, low : end - pad_rows + reach].unsqueeze(1)
-        output = F.conv3d(rows, weight, conv.bias, padding=(0, pad_rows, pad_keys)).squeeze(2)
-        blocks.append(output[:, :, start - low : end - low])
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
-
-
-# Exact formulations of the EA conv for eager CPU inference: which is fastest depends on the CPU, oneDNN's build,
-# the map's shape and the thread count (at BERT-base's [1, 12, 512, 512] one CPU ran Conv3d 10x slower than Conv2d,
-# another 5-9x; at [2, 12, 512, 512] Conv3d was the faster there), so `EvolvingAttentionConv` times them on the running
-# machine.
-CPU_KERNELS = {
-    "conv2d": nn.Conv2d.forward,  # oneDNN's Conv2d on the [B, C, rows, K] map as it lies
-    "conv2d_channels_last": channels_last_kernel,
-    "conv3d": conv3d_kernel,
-    "conv3d_row_blocks": lambda conv, input: conv3d_kernel(conv, input, block_bytes=6 * 2**20),
-}
-
-
 class EvolvingAttentionConv(nn.Conv2d):
     """EA's `nn.Conv2d(H, H, k)` over the (query, key) plane of [B, H, Q, K] maps, heads as channels; zero padding
-    (a query-causal conv pads only the key axis: `EvolvingAttention` puts the k-1 rows above the first query on top
-    of its input). Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host model.
+    (a query-causal conv pads only the key axis: `EvolvingAttentionStep` puts the k-1 rows above the first query on
+    top of its input). Initialised as the identity (a Dirac kernel, zero bias), so that EA starts close to its host.
 
-    Same constructor and forward as `nn.Conv2d`, so that hooks and wrappers (PEFT's LoRA) apply. In eager inference
-    on the CPU it runs the fastest of `CPU_KERNELS` on this machine for the map's shape: each is timed once, when a
-    shape first occurs (as cuDNN's benchmark mode does; rows and keys rounded up to a power of two), and the choice is
-    kept for the process in `cpu_choices`. Set `EvolvingAttentionConv.cpu_kernel` to a name of `CPU_KERNELS` to use
-    that one instead. With autograd, on other devices and while tracing it is `nn.Conv2d`'s own forward.
+    Same constructor and forward as `nn.Conv2d`, so that hooks and wrappers (PEFT's LoRA) apply. One branch differs:
+    eager inference on the CPU runs the fastest exact formulation on this machine (`cpu_conv_kernels`), chosen by
+    timing once per map shape and kept for the process in `cpu_choices`; set `EvolvingAttentionConv.cpu_kernel` to a
+    name of `CPU_KERNELS` to use that one instead.
     """
 
     cpu_kernel: str | None = None
@@ -199,25 +105,15 @@ class EvolvingAttentionConv(nn.Conv2d):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """input: [B, C_in, rows, K] -> [B, C_out, rows + 2 * padding[0] - k + 1, K]."""
-        plain = self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or self.padding_mode != "zeros"
-        if plain or input.device.type != "cpu" or is_tracing() or records_graph(input, self.weight):
-            return super().forward(input)
-        return CPU_KERNELS[self.cpu_kernel or self.fastest_cpu_kernel(input)](self, input)
+        if self.runs_cpu_kernels(input):
+            return CPU_KERNELS[self.cpu_kernel or fastest_kernel(self, input, self.cpu_choices)](self, input)
+        return super().forward(input)
 
-    def fastest_cpu_kernel(self, input: torch.Tensor) -> str:
-        """The name of the fastest of `CPU_KERNELS` for maps like `input`, timed the first time such a map occurs."""
-        bucket = [1 << max(size - 1, 0).bit_length() for size in input.shape[2:]]
-        key = (*input.shape[:2], *bucket, self.out_channels, *self.kernel_size, *self.padding, input.dtype)
-        key += (torch.get_num_threads(),)
-        if key not in self.cpu_choices:
-            seconds = {}
-            for name, kernel in CPU_KERNELS.items():
-                kernel(self, input)  # a first call allocates what later calls reuse
-                start = time.perf_counter()
-                kernel(self, input)
-                seconds[name] = time.perf_counter() - start
-            self.cpu_choices[key] = min(seconds, key=seconds.get)
-        return self.cpu_choices[key]
+    def runs_cpu_kernels(self, input: torch.Tensor) -> bool:
+        """Eager CPU inference with a plain stride-1 conv: no autograd, tracing or other device."""
+        plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
+        records_graph = torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad)
+        return plain and input.device.type == "cpu" and not records_graph and not is_tracing()
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -246,8 +142,10 @@ class EvolvingAttentionGridConv(nn.Module):
         init.copy_(self.weight, identity)
         init.zeros_(self.bias)
 
-    def forward(self, mixed: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, mixed: torch.Tensor, grid_size: tuple[int, int] | None) -> torch.Tensor:
         """mixed: M [B, H, N, N] with N = p + h * w tokens (raster order), grid_size = (h, w). Returns [B, H, N, N]."""
+        if grid_size is None:
+            raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
         batch_size, num_heads, num_tokens = mixed.shape[:3]
         height, width = grid_size
         prefix = num_tokens - height * width
@@ -285,11 +183,12 @@ class EvolvingAttentionGridConv(nn.Module):
         return out
 
 
-class EvolvingAttention(nn.Module):
-    """One EA step of a chain: mixes this layer's logits with the previous layer's evolved logits and convolves them.
+class EvolvingAttentionStep(nn.Module):
+    """One step of an EA chain, between a layer's logits and its softmax: mixes them with the previous layer's evolved
+    logits and convolves the mixture.
 
     Models build one for every attention layer of a chain but the first, which has no predecessor (E_0 = S_0) and
-    forwards its raw logits; the next layer zeroes their padded positions.
+    forwards its raw logits.
 
     Args:
         config: an EA config (`ea_alpha`, `ea_beta`, `ea_kernel_size`, `ea_activation`, `ea_conv`).
@@ -348,36 +247,34 @@ class EvolvingAttention(nn.Module):
             E_i [B, H, Q, K], the evolved logits, to be softmaxed with `attention_probabilities` and forwarded; and,
             with `use_cache` on a query-causal conv, the last k-1 rows of M [B, H, k-1, K] (else None).
         """
-        if not self.active:
+        if not self.active:  # alpha = beta = 0: the identity
             return logits, None
-        keep = valid_positions(logits, query_mask, key_mask, self.causal)
+        keep = valid_positions(logits, query_mask, key_mask, self.causal)  # zero, the conv's border, elsewhere
         if previous_logits is None or previous_logits.shape != logits.shape:  # a chain's first map: E_0 = S_0
             return (logits if keep is None else logits.masked_fill(~keep, 0.0)), None
         mixed = torch.lerp(logits, previous_logits, self.beta)  # M = (1 - beta) * S + beta * E_prev
         if keep is not None:
-            mixed.masked_fill_(~keep, 0.0)  # zero, the conv's border value, at padded and future positions
-        if self.conv is None:  # alpha = 0
+            mixed.masked_fill_(~keep, 0.0)
+        if self.conv is None:  # alpha = 0: E = M
             return mixed, None
-        rows = None
-        if self.grid:
-            if grid_size is None:
-                raise ValueError("The 2-D grid conv (`ea_conv='grid'`) needs the patch grid size of the image.")
-            convolved = self.conv(mixed, grid_size)
-        elif self.rows_above:  # query-causal: the rows above the first query (earlier steps', or zeros) on top
-            if past_rows is None:
-                past_rows = mixed.new_zeros(*mixed.shape[:2], self.rows_above, mixed.shape[-1])
-            past_rows = F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1]))  # zero at keys they did not see
-            stacked = torch.cat([past_rows, mixed], dim=2)
-            # a copy: a view would keep the whole stacked map alive in the cache
-            rows = stacked[:, :, -self.rows_above :].clone() if use_cache else None
-            convolved = self.conv(stacked)
-        else:
-            convolved = self.conv(mixed)
-        convolved = self.activation(convolved)
-        # E = alpha * act(conv(M)) + (1 - alpha) * M, into M unless autograd saved M for the conv's backward
-        if records_graph(mixed, convolved):
-            return torch.lerp(mixed, convolved, self.alpha), rows
-        return mixed.lerp_(convolved, self.alpha), rows
+        conv_input, rows = self.rows_on_top(mixed, past_rows, use_cache)
+        convolved = self.activation(self.conv(conv_input, grid_size) if self.grid else self.conv(conv_input))
+        # E = alpha * act(conv(M)) + (1 - alpha) * M; in inference into M's memory, which keeps one map less
+        inference = not (torch.is_grad_enabled() and (mixed.requires_grad or convolved.requires_grad))
+        return (mixed.lerp_(convolved, self.alpha) if inference else torch.lerp(mixed, convolved, self.alpha)), rows
+
+    def rows_on_top(
+        self, mixed: torch.Tensor, past_rows: torch.Tensor | None, use_cache: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conv's input: M [B, H, Q, K], below the k-1 rows above its first query for a query-causal conv (the
+        earlier steps' rows, zero at keys they did not see, or zeros); and with `use_cache` the rows to cache."""
+        if not self.rows_above:
+            return mixed, None
+        if past_rows is None:
+            past_rows = mixed.new_zeros(*mixed.shape[:2], self.rows_above, mixed.shape[-1])
+        stacked = torch.cat([F.pad(past_rows, (0, mixed.shape[-1] - past_rows.shape[-1])), mixed], dim=2)
+        # a copy: a view would keep the whole stacked map alive in the cache
+        return stacked, stacked[:, :, -self.rows_above :].clone() if use_cache else None
 
 
 def valid_positions(
@@ -413,7 +310,7 @@ def evolving_attention_forward(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    evolving_attention: EvolvingAttention | None,
+    evolving_attention: EvolvingAttentionStep | None,
     previous_logits: torch.Tensor | None = None,
     *,
     scaling: float,
@@ -434,7 +331,7 @@ def evolving_attention_forward(
         previous_logits: [B, H, Q, K], the previous layer's evolved logits.
         position_bias: added to the logits before EA (e.g. T5's relative position bias), broadcastable to [B, H, Q, K].
         query_mask, key_mask: [B, Q], [B, K], True at real positions. causal: mask future keys (offset K - Q).
-        past_rows, use_cache, grid_size: see `EvolvingAttention.forward`.
+        past_rows, use_cache, grid_size: see `EvolvingAttentionStep.forward`.
     Returns:
         output [B, Q, H, D], probabilities [B, H, Q, K] (after EA and dropout), evolved logits [B, H, Q, K] for the
         next layer, and the conv rows to cache (or None).
@@ -466,12 +363,26 @@ def evolving_attention_forward(
 
 class EvolvingAttentionCache(EncoderDecoderCache):
     """transformers' `EncoderDecoderCache` plus, for each EA decoder layer, the last k-1 rows of its mixed map M that
-    the query-causal conv reads at the next decoding step (`ea_rows`, keyed "self.<layer>" and "cross.<layer>"). Beam
-    search reorders them with the keys and values."""
+    the query-causal conv reads at the next decoding step (`ea_rows`, keyed by (layer index, is cross-attention)).
+    Beam search reorders them with the keys and values. Shared by the EA encoder-decoders' attention modules."""
 
     def __init__(self, *caches):
         super().__init__(*caches)
-        self.ea_rows: dict[str, torch.Tensor] = {}
+        self.ea_rows: dict[tuple[int, bool], torch.Tensor] = {}
+
+    def keys_and_values(
+        self, layer_idx: int, is_cross_attention: bool, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoder layer's keys and values [B, H, K, D]: for cross-attention those the first step stored; else
+        `project()`'s new ones [B, H, L, D], appended to the layer's cached ones."""
+        if is_cross_attention and self.is_updated.get(layer_idx):
+            layer = self.cross_attention_cache.layers[layer_idx]
+            return layer.keys, layer.values
+        layer_cache = self.cross_attention_cache if is_cross_attention else self.self_attention_cache
+        key, value = layer_cache.update(*project(), layer_idx)
+        if is_cross_attention:
+            self.is_updated[layer_idx] = True
+        return key, value
 
     @classmethod
     def from_cache(cls, cache: Cache | None, batch_size: int, num_heads: int) -> "EvolvingAttentionCache":
@@ -570,12 +481,6 @@ class EAPreTrainedMixin:
                 wrapped[0].__name__,
                 wrapped[0].__qualname__,
             )
-
-    def __init__(self, config, *inputs, **kwargs):
-        # values set after the config was built (`from_pretrained(path, ea_alpha=...)`) are checked here
-        if isinstance(config, EAConfigMixin):
-            validate_evolving_attention_config(config)
-        super().__init__(config, *inputs, **kwargs)
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         if requested_attention not in (None, "eager"):

@@ -35,7 +35,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_ea_bert import EABertConfig
 from .evolving_attention import (
     EAPreTrainedMixin,
-    EvolvingAttention,
+    EvolvingAttentionStep,
     check_token_ids,
     evolving_attention_forward,
     padding_mask_from,
@@ -61,7 +61,7 @@ class EABertSelfAttention(nn.Module):
         self.dropout_rate = config.attention_probs_dropout_prob
         # the chain's first layer has no predecessor: E_0 = S_0, no EA step
         self.evolving_attention = (
-            EvolvingAttention(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
+            EvolvingAttentionStep(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
         )
 
     def forward(

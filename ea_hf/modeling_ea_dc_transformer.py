@@ -27,7 +27,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_ea_dc_transformer import EADCTransformerConfig
 from .evolving_attention import (
     EAPreTrainedMixin,
-    EvolvingAttention,
+    EvolvingAttentionStep,
     evolving_attention_forward,
     is_tracing,
     padding_mask_from,
@@ -65,14 +65,14 @@ class EADCAttentionConv(nn.Module):
         self.causal_padding = (config.kernel_size - 1) * dilation
         self.conv = nn.Conv1d(config.d_model, config.d_model - self.value_width, config.kernel_size, dilation=dilation)
         self.qkv = nn.Linear(config.d_model, 2 * self.key_width + self.value_width)  # a 1x1 conv over time
-        self.evolving_attention = EvolvingAttention(config, self.num_heads) if evolve else None
+        self.evolving_attention = EvolvingAttentionStep(config, self.num_heads) if evolve else None
 
     def forward(self, hidden_states, previous_logits=None, padding_mask=None):
         """
         Args:
             hidden_states: [B, T, d_model]; previous_logits: [B, H, T, T] or None; padding_mask: [B, T] bool or None.
         Returns:
-            output [B, T, d_model], evolved logits [B, H, T, T], attention probabilities [B, H, T, T].
+            output [B, T, d_model], attention probabilities [B, H, T, T], evolved logits [B, H, T, T].
         """
         batch_size, length = hidden_states.shape[:2]
         convolved = self.conv(F.pad(hidden_states.transpose(1, 2), (self.causal_padding, 0))).transpose(1, 2)
@@ -91,7 +91,7 @@ class EADCAttentionConv(nn.Module):
             key_mask=padding_mask,
         )
         attended = attended.reshape(batch_size, length, self.value_width)  # heads merged per position
-        return torch.cat([convolved, attended], dim=-1), logits, probabilities
+        return torch.cat([convolved, attended], dim=-1), probabilities, logits
 
 
 class EADCFeedForward(nn.Module):
@@ -126,7 +126,7 @@ class EADCBlock(GradientCheckpointingLayer):
         to the next attention layer (through LeakyReLU and dropout, as the authors do)."""
         output = hidden_states
         for layer, norm, feed_forward in zip(self.layers, self.norms, self.feed_forwards):
-            output, logits, _ = layer(output, previous_logits, padding_mask)
+            output, _, logits = layer(output, previous_logits, padding_mask)
             output = feed_forward(norm(output, padding_mask))
             previous_logits = self.logits_dropout(F.leaky_relu(logits))
         return self.output_norm(output + hidden_states, padding_mask), previous_logits
@@ -155,7 +155,7 @@ class EADCTransformerPreTrainedModel(EAPreTrainedMixin, PreTrainedModel):
     main_input_name = "past_values"
     supports_gradient_checkpointing = True
     _no_split_modules = ["EADCBlock"]
-    _can_record_outputs = {"hidden_states": EADCBlock, "attentions": OutputRecorder(EADCAttentionConv, index=-1)}
+    _can_record_outputs = {"hidden_states": EADCBlock, "attentions": OutputRecorder(EADCAttentionConv, index=1)}
 
     def _init_weights(self, module):
         """PyTorch's default initialisation of Linear and Conv1d layers, as the authors' (and TST's) code has it:

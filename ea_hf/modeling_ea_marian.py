@@ -31,8 +31,8 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_ea_marian import EAMarianConfig
 from .evolving_attention import (
     EAPreTrainedMixin,
-    EvolvingAttention,
     EvolvingAttentionCache,
+    EvolvingAttentionStep,
     check_token_ids,
     decoder_cache_and_masks,
     evolving_attention_forward,
@@ -48,7 +48,7 @@ class EAMarianAttention(MarianAttention):
         super().__init__(embed_dim, num_heads, dropout, is_decoder, True, is_causal, config, layer_idx)
         # decoder maps, self and cross, have decoder rows: their conv must not read later rows
         self.evolving_attention = (
-            EvolvingAttention(config, num_heads, causal=is_causal, query_causal=is_decoder) if evolve else None
+            EvolvingAttentionStep(config, num_heads, causal=is_causal, query_causal=is_decoder) if evolve else None
         )
 
     def forward(
@@ -66,26 +66,20 @@ class EAMarianAttention(MarianAttention):
             previous_logits: [B, H, Q, K], the previous layer's evolved logits of this chain.
             query_mask, key_mask: [B, Q], [B, K] bool, True at real tokens.
         Returns:
-            output [B, Q, d_model], evolved logits [B, H, Q, K], probabilities [B, H, Q, K].
+            output [B, Q, d_model], probabilities [B, H, Q, K], evolved logits [B, H, Q, K].
         """
         batch_size, num_queries = hidden_states.shape[:2]
         is_cross_attention = key_value_states is not None
         shape = (batch_size, -1, self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        if is_cross_attention and cache is not None and cache.is_updated.get(self.layer_idx):
-            key = cache.cross_attention_cache.layers[self.layer_idx].keys
-            value = cache.cross_attention_cache.layers[self.layer_idx].values
-        else:
-            source = key_value_states if is_cross_attention else hidden_states
-            key = self.k_proj(source).view(shape).transpose(1, 2)
-            value = self.v_proj(source).view(shape).transpose(1, 2)
-            if cache is not None:
-                layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
-                key, value = layer_cache.update(key, value, self.layer_idx)
-                if is_cross_attention:
-                    cache.is_updated[self.layer_idx] = True
+        source = key_value_states if is_cross_attention else hidden_states
 
-        rows_key = f"{'cross' if is_cross_attention else 'self'}.{self.layer_idx}"
+        def project():
+            return self.k_proj(source).view(shape).transpose(1, 2), self.v_proj(source).view(shape).transpose(1, 2)
+
+        key, value = project() if cache is None else cache.keys_and_values(self.layer_idx, is_cross_attention, project)
+
+        rows_key = (self.layer_idx, is_cross_attention)
         output, probabilities, logits, rows = evolving_attention_forward(
             query,
             key,
@@ -102,7 +96,7 @@ class EAMarianAttention(MarianAttention):
         )
         if rows is not None:
             cache.ea_rows[rows_key] = rows
-        return self.out_proj(output.reshape(batch_size, num_queries, -1)), logits, probabilities
+        return self.out_proj(output.reshape(batch_size, num_queries, -1)), probabilities, logits
 
 
 def feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -144,7 +138,7 @@ class EAMarianEncoderLayer(GradientCheckpointingLayer):
         """hidden_states [B, L, d_model], previous_logits [B, H, L, L], padding_mask [B, L] (True at real tokens).
         Returns hidden states and evolved logits."""
         residual = hidden_states
-        hidden_states, logits, _ = self.self_attn(hidden_states, None, previous_logits, padding_mask, padding_mask)
+        hidden_states, _, logits = self.self_attn(hidden_states, None, previous_logits, padding_mask, padding_mask)
         hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
         hidden_states = self.self_attn_layer_norm(residual + hidden_states)
         hidden_states = feed_forward(self, hidden_states)
@@ -204,13 +198,13 @@ class EAMarianDecoderLayer(GradientCheckpointingLayer):
         and [B, H, Q, S]; masks [B, Q], [B, past + Q], [B, S]. Returns hidden states, self-attention and
         cross-attention evolved logits (None without encoder states)."""
         residual = hidden_states
-        hidden_states, logits, _ = self.self_attn(hidden_states, None, previous_logits, query_mask, key_mask, cache)
+        hidden_states, _, logits = self.self_attn(hidden_states, None, previous_logits, query_mask, key_mask, cache)
         hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
         hidden_states = self.self_attn_layer_norm(residual + hidden_states)
         cross_logits = None
         if encoder_hidden_states is not None:
             residual = hidden_states
-            hidden_states, cross_logits, _ = self.encoder_attn(
+            hidden_states, _, cross_logits = self.encoder_attn(
                 hidden_states, encoder_hidden_states, previous_cross_logits, query_mask, encoder_mask, cache
             )
             hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
@@ -245,7 +239,7 @@ class EAMarianEncoder(EAMarianPreTrainedModel):
 
     _can_record_outputs = {
         "hidden_states": EAMarianEncoderLayer,
-        "attentions": OutputRecorder(EAMarianAttention, index=-1),
+        "attentions": OutputRecorder(EAMarianAttention, index=1),
     }
 
     def __init__(self, config: EAMarianConfig):
@@ -286,8 +280,8 @@ class EAMarianDecoder(EAMarianPreTrainedModel):
 
     _can_record_outputs = {
         "hidden_states": EAMarianDecoderLayer,
-        "attentions": OutputRecorder(EAMarianAttention, index=-1, layer_name="self_attn"),
-        "cross_attentions": OutputRecorder(EAMarianAttention, index=-1, layer_name="encoder_attn"),
+        "attentions": OutputRecorder(EAMarianAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(EAMarianAttention, index=1, layer_name="encoder_attn"),
     }
 
     def __init__(self, config: EAMarianConfig):

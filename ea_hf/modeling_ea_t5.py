@@ -29,8 +29,8 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_ea_t5 import EAT5Config
 from .evolving_attention import (
     EAPreTrainedMixin,
-    EvolvingAttention,
     EvolvingAttentionCache,
+    EvolvingAttentionStep,
     check_token_ids,
     decoder_cache_and_masks,
     evolving_attention_forward,
@@ -44,7 +44,7 @@ class EAT5Attention(T5Attention):
         super().__init__(config, has_relative_attention_bias, layer_idx=layer_idx, is_causal=is_causal)
         # decoder maps, self and cross, have decoder rows: their conv must not read later rows
         self.evolving_attention = (
-            EvolvingAttention(config, config.num_heads, causal=is_causal, query_causal=config.is_decoder)
+            EvolvingAttentionStep(config, config.num_heads, causal=is_causal, query_causal=config.is_decoder)
             if evolve
             else None
         )
@@ -66,29 +66,23 @@ class EAT5Attention(T5Attention):
             previous_logits: [B, H, Q, K], the previous block's evolved logits of this chain.
             query_mask, key_mask: [B, Q], [B, K] bool, True at real tokens.
         Returns:
-            output [B, Q, d_model], position bias, evolved logits [B, H, Q, K], probabilities [B, H, Q, K].
+            output [B, Q, d_model], probabilities [B, H, Q, K], evolved logits [B, H, Q, K], position bias.
         """
         batch_size, num_queries = hidden_states.shape[:2]
         is_cross_attention = key_value_states is not None
         past_seen_tokens = cache.get_seq_length(self.layer_idx) if cache is not None else 0
         shape = (batch_size, -1, self.n_heads, self.key_value_proj_dim)
         query = self.q(hidden_states).view(shape).transpose(1, 2)
-        if is_cross_attention and cache is not None and cache.is_updated.get(self.layer_idx):
-            key = cache.cross_attention_cache.layers[self.layer_idx].keys
-            value = cache.cross_attention_cache.layers[self.layer_idx].values
-        else:
-            source = key_value_states if is_cross_attention else hidden_states
-            key = self.k(source).view(shape).transpose(1, 2)
-            value = self.v(source).view(shape).transpose(1, 2)
-            if cache is not None:
-                layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
-                key, value = layer_cache.update(key, value, self.layer_idx)
-                if is_cross_attention:
-                    cache.is_updated[self.layer_idx] = True
+        source = key_value_states if is_cross_attention else hidden_states
+
+        def project():
+            return self.k(source).view(shape).transpose(1, 2), self.v(source).view(shape).transpose(1, 2)
+
+        key, value = project() if cache is None else cache.keys_and_values(self.layer_idx, is_cross_attention, project)
         if position_bias is None and self.has_relative_attention_bias:
             position_bias = self.compute_bias(num_queries, key.shape[-2], query.device, past_seen_tokens)
 
-        rows_key = f"{'cross' if is_cross_attention else 'self'}.{self.layer_idx}"
+        rows_key = (self.layer_idx, is_cross_attention)
         output, probabilities, logits, rows = evolving_attention_forward(
             query,
             key,
@@ -106,7 +100,7 @@ class EAT5Attention(T5Attention):
         )
         if rows is not None:
             cache.ea_rows[rows_key] = rows
-        return self.o(output.reshape(batch_size, num_queries, -1)), position_bias, logits, probabilities
+        return self.o(output.reshape(batch_size, num_queries, -1)), probabilities, logits, position_bias
 
 
 class EAT5LayerSelfAttention(nn.Module):
@@ -121,10 +115,10 @@ class EAT5LayerSelfAttention(nn.Module):
     def forward(
         self, hidden_states, position_bias=None, previous_logits=None, query_mask=None, key_mask=None, cache=None
     ):
-        output, position_bias, logits, probabilities = self.SelfAttention(
+        output, probabilities, logits, position_bias = self.SelfAttention(
             self.layer_norm(hidden_states), None, position_bias, previous_logits, query_mask, key_mask, cache
         )
-        return hidden_states + self.dropout(output), position_bias, logits, probabilities
+        return hidden_states + self.dropout(output), probabilities, logits, position_bias
 
 
 class EAT5LayerCrossAttention(nn.Module):
@@ -138,7 +132,7 @@ class EAT5LayerCrossAttention(nn.Module):
         self, hidden_states, key_value_states, position_bias=None, previous_logits=None, query_mask=None,
         key_mask=None, cache=None,
     ):  # fmt: skip
-        output, position_bias, logits, probabilities = self.EncDecAttention(
+        output, probabilities, logits, position_bias = self.EncDecAttention(
             self.layer_norm(hidden_states),
             key_value_states,
             position_bias,
@@ -147,7 +141,7 @@ class EAT5LayerCrossAttention(nn.Module):
             key_mask,
             cache,
         )
-        return hidden_states + self.dropout(output), position_bias, logits, probabilities
+        return hidden_states + self.dropout(output), probabilities, logits, position_bias
 
 
 def clamp_inf_for_fp16(hidden_states: torch.Tensor) -> torch.Tensor:
@@ -191,13 +185,13 @@ class EAT5Block(GradientCheckpointingLayer):
     ):
         """Returns hidden states, self-attention position bias and evolved logits, cross-attention position bias and
         evolved logits (None in the encoder)."""
-        hidden_states, position_bias, logits, _ = self.layer[0](
+        hidden_states, _, logits, position_bias = self.layer[0](
             hidden_states, position_bias, previous_logits, query_mask, key_mask, cache
         )
         hidden_states = clamp_inf_for_fp16(hidden_states)
         cross_logits = None
         if self.is_decoder and encoder_hidden_states is not None:
-            hidden_states, encoder_decoder_position_bias, cross_logits, _ = self.layer[1](
+            hidden_states, _, cross_logits, encoder_decoder_position_bias = self.layer[1](
                 hidden_states,
                 encoder_hidden_states,
                 encoder_decoder_position_bias,
@@ -218,8 +212,8 @@ class EAT5PreTrainedModel(EAPreTrainedMixin, T5PreTrainedModel):
     _can_compile_fullgraph = False
     _can_record_outputs = {
         "hidden_states": OutputRecorder(EAT5Block, index=0),
-        "attentions": OutputRecorder(EAT5LayerSelfAttention, index=-1),
-        "cross_attentions": OutputRecorder(EAT5LayerCrossAttention, index=-1),
+        "attentions": OutputRecorder(EAT5LayerSelfAttention, index=1),
+        "cross_attentions": OutputRecorder(EAT5LayerCrossAttention, index=1),
     }
 
 

@@ -26,7 +26,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ea_vit import EAViTConfig
-from .evolving_attention import EAPreTrainedMixin, EvolvingAttention, evolving_attention_forward, padding_mask_from
+from .evolving_attention import EAPreTrainedMixin, EvolvingAttentionStep, evolving_attention_forward, padding_mask_from
 
 
 # Old-format ViT checkpoints (`encoder.layer.N.attention.attention.query`, ...) load through transformers' own
@@ -41,7 +41,7 @@ class EAViTAttention(ViTAttention):
         super().__init__(config)
         # the chain's first layer has no predecessor: E_0 = S_0, no EA step
         self.evolving_attention = (
-            EvolvingAttention(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
+            EvolvingAttentionStep(config, config.num_attention_heads) if config.ea_encoder and layer_idx > 0 else None
         )
 
     def forward(self, hidden_states, previous_logits=None, padding_mask=None, grid_size=None):
@@ -52,7 +52,7 @@ class EAViTAttention(ViTAttention):
             padding_mask: [B, N] bool, True at real tokens; None when none is masked.
             grid_size: (h, w), the patch grid.
         Returns:
-            output [B, N, D], evolved logits [B, H, N, N], probabilities [B, H, N, N].
+            output [B, N, D], probabilities [B, H, N, N], evolved logits [B, H, N, N].
         """
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -70,7 +70,7 @@ class EAViTAttention(ViTAttention):
             dropout=self.attention_dropout if self.training else 0.0,
             grid_size=grid_size,
         )
-        return self.o_proj(output.reshape(*hidden_states.shape[:-1], -1)), logits, probabilities
+        return self.o_proj(output.reshape(*hidden_states.shape[:-1], -1)), probabilities, logits
 
 
 # Adapted from transformers.models.vit.modeling_vit.ViTLayer
@@ -87,7 +87,7 @@ class EAViTLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states, previous_logits=None, padding_mask=None, grid_size=None):
         """hidden_states [B, N, D], previous_logits [B, H, N, N]. Returns hidden states and evolved logits."""
-        attention_output, logits, _ = self.attention(
+        attention_output, _, logits = self.attention(
             self.layernorm_before(hidden_states), previous_logits, padding_mask, grid_size
         )
         hidden_states = hidden_states + self.dropout(attention_output)
@@ -100,7 +100,7 @@ class EAViTPreTrainedModel(EAPreTrainedMixin, ViTPreTrainedModel):
     config_class = EAViTConfig
     _no_split_modules = ["ViTEmbeddings", "EAViTLayer"]
     _can_compile_fullgraph = False
-    _can_record_outputs = {"hidden_states": EAViTLayer, "attentions": OutputRecorder(EAViTAttention, index=-1)}
+    _can_record_outputs = {"hidden_states": EAViTLayer, "attentions": OutputRecorder(EAViTAttention, index=1)}
 
 
 def check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> None:

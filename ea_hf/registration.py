@@ -4,7 +4,6 @@
 from typing import NamedTuple
 
 import transformers
-
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -103,8 +102,9 @@ def ea_model_classes(config: transformers.PreTrainedConfig, auto_class: type | N
     else:
         heads = ", ".join(auto.__name__ for auto in models)
         raise ValueError(f"{config_class.model_type} has no model for {auto_class.__name__}; it has: {heads}.")
-    vanilla_class = getattr(transformers, ea_class.__name__.removeprefix("EA")) if config_class.host_model_type else None
-    return EAModelClasses(ea_class, vanilla_class)
+    if config_class.host_model_type is None:
+        return EAModelClasses(ea_class, None)
+    return EAModelClasses(ea_class, getattr(transformers, ea_class.__name__.removeprefix("EA")))
 
 
 def register_auto_classes() -> None:

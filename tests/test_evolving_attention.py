@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedConfig
 
-from ea_hf import EABertConfig, EvolvingAttention, attention_probabilities
-from ea_hf.evolving_attention import CPU_KERNELS, EvolvingAttentionConv, EvolvingAttentionGridConv, conv3d_kernel
+from ea_hf import EABertConfig, EvolvingAttentionStep, attention_probabilities
+from ea_hf.cpu_conv_kernels import CPU_KERNELS, conv3d_kernel
+from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
 
 
 def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
@@ -22,7 +23,7 @@ def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
 def make_chain(num_heads, alpha, beta, kernel_size, causal=False, query_causal=None, num_layers=3, seed=0):
     torch.manual_seed(seed)
     layers = [
-        EvolvingAttention(ea_config(alpha, beta, kernel_size), num_heads, causal=causal, query_causal=query_causal)
+        EvolvingAttentionStep(ea_config(alpha, beta, kernel_size), num_heads, causal=causal, query_causal=query_causal)
         for _ in range(num_layers)
     ]
     for layer in layers:  # move away from the identity init so the conv really mixes neighbours and heads
@@ -149,7 +150,7 @@ def test_recurrence_matches_the_formula():
 def test_conv_starts_as_identity():
     """The conv is initialised as a Dirac kernel: with alpha = 1, beta = 0 and no activation, E = S."""
     config = EABertConfig(ea_alpha=1.0, ea_beta=0.0, ea_activation="identity")
-    layer = EvolvingAttention(config, num_heads=4)
+    layer = EvolvingAttentionStep(config, num_heads=4)
     logits = torch.randn(2, 4, 6, 6)
     torch.testing.assert_close(layer(logits, torch.randn(2, 4, 6, 6))[0], logits)
 
@@ -184,8 +185,8 @@ def test_invalid_config_values_raise_value_error(field, value, message):
         EABertConfig(**{field: value})
 
 
-def test_values_set_after_the_config_was_built_are_checked_by_the_model(tmp_path):
-    """`from_pretrained(folder, ea_alpha=...)` sets the value after the config's own checks: the model checks it."""
+def test_values_set_after_the_config_was_built_are_checked(tmp_path):
+    """`from_pretrained(folder, ea_alpha=...)` sets the value after the config was built: it is checked when set."""
     from ea_hf import EABertModel
 
     EABertModel(
@@ -193,6 +194,9 @@ def test_values_set_after_the_config_was_built_are_checked_by_the_model(tmp_path
     ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="ea_alpha"):
         EABertModel.from_pretrained(tmp_path, ea_alpha=5.0)
+    config = EABertConfig()
+    with pytest.raises(ValueError, match="ea_kernel_size"):
+        config.ea_kernel_size = 2
 
 
 def test_wrongly_typed_config_value_names_the_field():

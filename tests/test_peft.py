@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
 from ea_hf import EABertConfig, EABertForSequenceClassification, EAMarianConfig, EAMarianMTModel
-from ea_hf.evolving_attention import CPU_KERNELS, EvolvingAttentionConv
+from ea_hf.cpu_conv_kernels import CPU_KERNELS
+from ea_hf.evolving_attention import EvolvingAttentionConv
 
 from seq2seq_tester import build_ea, source_batch
 from tiny_configs import BERT
