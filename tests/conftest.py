@@ -1,3 +1,5 @@
+import logging
+
 import datasets
 import pytest
 import torch
@@ -19,12 +21,15 @@ def one_thread():
 
 @pytest.fixture
 def restore_library_logging():
-    """The scripts' `setup_logging` sets transformers' and datasets' global verbosity and format: put them back."""
+    """The example scripts' logging setup sets transformers' and datasets' global verbosity and format, and the level
+    of ea_hf's loggers: put them back."""
     verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
+    ea_hf_level = logging.getLogger("ea_hf").level
     yield
     transformers.utils.logging.set_verbosity(verbosity[0])
     transformers.utils.logging.reset_format()
     datasets.utils.logging.set_verbosity(verbosity[1])
+    logging.getLogger("ea_hf").setLevel(ea_hf_level)
 
 
 def pytest_generate_tests(metafunc):

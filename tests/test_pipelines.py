@@ -93,9 +93,8 @@ def test_pipelines_as_remote_code_without_ea_hf(folders, tmp_path):
     out = tmp_path / "remote.json"
     run_without_ea_hf(
         f"""
-        import json, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from pipeline_runs import run_pipelines
+        import json, runpy
+        run_pipelines = runpy.run_path({str(Path(__file__).parent / "pipeline_runs.py")!r})["run_pipelines"]
         json.dump(run_pipelines({folders!r}, trust_remote_code=True), open({str(out)!r}, "w"))
         """,
         tmp_path,

@@ -1,5 +1,5 @@
-"""`scripts/prepare_data.py`: each subcommand's files and counts, reading them back the way the fine-tuning scripts do,
-idempotence (a second run rewrites nothing), determinism, rebuilds, and clear errors for missing sources.
+"""`scripts/data/prepare_data.py`: each subcommand's files and counts, reading them back the way the fine-tuning
+scripts do, idempotence (a second run rewrites nothing), determinism, rebuilds, and clear errors for missing sources.
 
 The `verses` tests need PyPI `pysword` and Debian's `sword-text-kjv` and `sword-text-sparv`; `make test` on a fresh
 machine has no Debian packages (installing them needs root), so those tests skip there with the install command.
@@ -18,12 +18,8 @@ from datasets import load_dataset
 from PIL import Image
 
 from ea_hf.time_series import TimeSeriesDataset, load_uea, write_ts
-
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-
-import prepare_data  # noqa: E402
-from prepare_data import (  # noqa: E402
+from scripts.data import prepare_data
+from scripts.data.prepare_data import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
     SWORD_PATH,
@@ -315,6 +311,6 @@ def test_verses_without_pysword_says_how_to_install(tmp_path, monkeypatch):
 
 
 def test_vit_conv_study_reads_idx_through_prepare_data():
-    import vit_conv_study
+    from scripts.research import vit_conv_study
 
     assert vit_conv_study.read_idx is prepare_data.read_idx

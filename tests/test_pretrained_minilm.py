@@ -63,7 +63,7 @@ def test_ea_changes_the_pretrained_model_gently(batch):
 
 
 def test_convert_checkpoint_script(tmp_path):
-    script = Path(__file__).parents[1] / "scripts" / "convert_checkpoint.py"
+    script = Path(__file__).parents[1] / "scripts" / "examples" / "convert_checkpoint.py"
     out = tmp_path / "ea-minilm"
     result = subprocess.run(
         [sys.executable, str(script), MINILM, str(out), "--ea_alpha", "0.3", "--ea_beta", "0.2"],

@@ -1,7 +1,8 @@
-"""`scripts/run_glue.py` and `scripts/finetuning.py` end to end on a tiny vanilla BERT checkpoint (hidden 32, 2 layers,
-4 heads, the MiniLM tokenizer) and tiny CSV/JSON files: EA (converted on the fly) and vanilla models, results and
-prediction files, regression and sentence pairs, GLUE from the Hub (faked: MNLI's two validation sets), the GLUE
-metrics, every bad-input error before training, resume after a SIGKILL, and `accelerate launch` on two processes."""
+"""`scripts/examples/run_glue.py` and `ea_hf.finetuning` end to end on a tiny vanilla BERT checkpoint (hidden 32,
+2 layers, 4 heads, the MiniLM tokenizer) and tiny CSV/JSON files: EA (converted on the fly) and vanilla models,
+results and prediction files, regression and sentence pairs, GLUE from the Hub (faked: MNLI's two validation sets),
+the GLUE metrics, every bad-input error before training, argument files, resume after a SIGKILL, and `accelerate
+launch` on two processes."""
 
 import csv
 import json
@@ -21,16 +22,12 @@ import transformers
 from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer, BertConfig, TrainingArguments
 
 import ea_hf
+from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
+from scripts.examples import run_glue
+from scripts.examples.run_glue import DataTrainingArguments, glue_metrics, main, parse_args, sentence_keys
 
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-RUN_GLUE = SCRIPTS / "run_glue.py"
-sys.path.insert(0, str(SCRIPTS))
-
-import finetuning  # noqa: E402
-import run_glue  # noqa: E402
-from finetuning import ModelArguments, detect_last_checkpoint, load_model, parse_args  # noqa: E402
-from run_glue import DataTrainingArguments, glue_metrics, main, sentence_keys  # noqa: E402
+RUN_GLUE = Path(run_glue.__file__)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "restore_library_logging")
@@ -161,9 +158,10 @@ def test_ea_end_to_end(ea_run):
     assert "evolving-attention" in card and "custom_code" in card
 
 
-def test_predictions_follow_the_dataset_order_under_length_grouping(tmp_path):
-    """transformers 5 also batches predictions by length under group_by_length; `predict_in_order` keeps the
-    dataset's order (the run scripts write prediction files with it). The model outputs each row's length."""
+def test_sequential_sampling_predicts_in_the_dataset_order_under_length_grouping(tmp_path):
+    """transformers 5 also batches predictions by length under group_by_length; the run scripts set the
+    `sequential` strategy before predicting, which keeps the dataset's order (they write prediction files in it).
+    The model outputs each row's length."""
 
     class Length(torch.nn.Module):
         def __init__(self):
@@ -191,8 +189,8 @@ def test_predictions_follow_the_dataset_order_under_length_grouping(tmp_path):
     trainer = transformers.Trainer(model=Length(), args=args, data_collator=collate)
     grouped = trainer.predict(dataset).predictions[:, 0].tolist()
     assert sorted(grouped) == sorted(lengths) and grouped != lengths  # what transformers does
-    assert finetuning.predict_in_order(trainer, dataset).predictions[:, 0].tolist() == lengths
-    assert trainer.args.train_sampling_strategy == "group_by_length"  # restored for training
+    trainer.args.train_sampling_strategy = "sequential"  # what the scripts do before predicting
+    assert trainer.predict(dataset).predictions[:, 0].tolist() == lengths
 
 
 def test_saved_ea_model_loads_as_remote_code_without_ea_hf(ea_run, tmp_path):
@@ -223,12 +221,22 @@ def test_vanilla_model_type(checkpoint, data, tmp_path):
     assert "evolving-attention" not in (output_dir / "README.md").read_text()
 
 
-def test_regression(checkpoint, data, tmp_path):
+def test_regression(checkpoint, data, tmp_path, monkeypatch):
+    """Also: trained with group_by_length, predicted with the sequential strategy (in the test file's order)."""
     output_dir = tmp_path / "out"
+    strategies = []
+    predict = run_glue.Trainer.predict
+
+    def recording_predict(trainer, *args, **kwargs):
+        strategies.append(trainer.args.train_sampling_strategy)
+        return predict(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(run_glue.Trainer, "predict", recording_predict)
     returned = main(
         glue_args(
             checkpoint, output_dir, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
             "--ignore_mismatched_sizes", "true",  # the tiny checkpoint's head has 2 labels, regression 1
+            "--train_sampling_strategy", "group_by_length",
             train="score_train", validation="score_validation", test="score_test", data=data,
         )
     )  # fmt: skip
@@ -238,11 +246,13 @@ def test_regression(checkpoint, data, tmp_path):
     assert len(config["id2label"]) == 1 and config["problem_type"] == "regression"
     lines = (output_dir / "predict_results_None.txt").read_text().splitlines()
     assert len(lines) == 17 and all(len(line.split("\t")[1].split(".")[1]) == 3 for line in lines[1:])
+    saved = torch.load(output_dir / "training_args.bin", weights_only=False)
+    assert saved.train_sampling_strategy == "group_by_length" and strategies == ["sequential"]
 
 
 def test_sentence_pairs_as_mrpc_from_json_files(checkpoint, data, tmp_path, caplog):
     output_dir = tmp_path / "out"
-    caplog.set_level("INFO", logger="run_glue")
+    caplog.set_level("INFO", logger=run_glue.logger.name)
     returned = main(
         glue_args(
             checkpoint, output_dir, "--task_name", "MRPC", "--do_train", "--do_eval", "--do_predict",
@@ -467,17 +477,28 @@ def test_detect_last_checkpoint_skips_incomplete_ones(tmp_path):
     assert detect_last_checkpoint(given) is None  # Trainer resumes from the one given
 
 
-def test_parse_args_from_json_and_yaml(tmp_path, monkeypatch):
+def command_line(values: dict) -> list[str]:
+    """The command line of the argument file `values`."""
+    return [arg for key, value in values.items() for arg in (f"--{key}", str(value))]
+
+
+def test_an_argument_file_gives_the_arguments_of_the_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    values = {"model_name_or_path": "m", "train_file": "t.csv", "output_dir": "o", "ea_beta": 0.3, "do_train": True}
+    values = {
+        "model_name_or_path": "m", "train_file": "t.csv", "output_dir": "o", "ea_beta": 0.3, "do_train": True,
+        "task_name": "mrpc", "max_seq_length": 64, "learning_rate": 0.0003, "num_train_epochs": 3,
+    }  # fmt: skip
     (tmp_path / "args.json").write_text(json.dumps(values))
     (tmp_path / "args.yaml").write_text("".join(f"{key}: {value}\n" for key, value in values.items()))
+    from_command_line = parse_args(command_line(values))
     for name in ("args.json", "args.yaml"):
-        model_args, data_args, train_args = parse_args(
-            (ModelArguments, DataTrainingArguments, TrainingArguments), [str(tmp_path / name)]
-        )
+        model_args, data_args, train_args = parse_args([str(tmp_path / name)])
         assert (model_args.ea_beta, model_args.ea_alpha, model_args.model_type) == (0.3, None, "ea")
         assert data_args.train_file == "t.csv" and train_args.do_train and train_args.output_dir == "o"
+        assert (model_args, data_args, train_args) == from_command_line
+    (tmp_path / "extra.json").write_text(json.dumps({**values, "not_an_argument": 1}))
+    with pytest.raises(ValueError, match="not_an_argument"):
+        parse_args([str(tmp_path / "extra.json")])
 
 
 def test_load_model_picks_the_ea_class_of_the_auto_class(checkpoint, ea_run, tmp_path):
@@ -493,16 +514,25 @@ def test_load_model_picks_the_ea_class_of_the_auto_class(checkpoint, ea_run, tmp
     transformers.RobertaConfig(
         vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4
     ).save_pretrained(tmp_path / "roberta")
-    with pytest.raises(ValueError, match=r"`roberta` model, which has no EA twin.*Use --model_type vanilla"):
+    with pytest.raises(ValueError, match=r"No EA model for model_type `roberta`.*Use --model_type vanilla"):
         load_model(ModelArguments(str(tmp_path / "roberta")), AutoModelForSeq2SeqLM)
 
 
-def test_vanilla_classifier_loss_is_a_mean_under_gradient_accumulation(checkpoint):
+def test_vanilla_classifier_loss_is_a_mean_under_gradient_accumulation(checkpoint, data, tmp_path, monkeypatch):
     model = load_model(
         ModelArguments(str(checkpoint), model_type="vanilla"), transformers.AutoModelForSequenceClassification
     )
     assert not hasattr(type(model), "accepts_loss_kwargs")  # Trainer would take its loss for a sum
-    assert finetuning.treat_loss_as_mean(model).accepts_loss_kwargs is False
+    seen = []
+
+    def train(trainer, **kwargs):
+        seen.append(trainer.model_accepts_loss_kwargs)
+        raise InterruptedError("stop before training")
+
+    monkeypatch.setattr(run_glue.Trainer, "train", train)
+    with pytest.raises(InterruptedError):
+        main(glue_args(checkpoint, tmp_path / "out", "--do_train", "--model_type", "vanilla", data=data))
+    assert seen == [False]  # the script's model: Trainer takes its loss for a mean
 
 
 SLOW_STEPS = """
@@ -519,8 +549,7 @@ def slow_training_step(self, *args, **kwargs):  # a step takes long enough to be
 
 transformers.Trainer.training_step = slow_training_step
 sys.argv = sys.argv[1:]
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python scripts/run_glue.py` would
-runpy.run_path(sys.argv[0], run_name="__main__")
+runpy.run_path(sys.argv[0], run_name="__main__")  # as `python scripts/examples/run_glue.py` would
 """
 
 
@@ -587,4 +616,4 @@ def test_accelerate_launch_on_two_cpu_processes(checkpoint, data, tmp_path):
 def test_processes_that_do_not_form_a_group_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=r"2 processes were launched but form a group of 1.*--use_cpu true"):
-        finetuning.check_launch(training_args(tmp_path))
+        check_launch(training_args(tmp_path))

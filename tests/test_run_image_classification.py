@@ -1,12 +1,11 @@
-"""`scripts/run_image_classification.py` end to end on a tiny vanilla ViT checkpoint (32x32 images, patch 8, hidden 32,
-2 layers, 4 heads) and tiny image folders (PNGs of random colours and sizes, some grey): EA (converted on the fly,
-raster and grid convolutions) and vanilla models, top-1/top-5 accuracy, the transforms without torchvision, another
-image size (interpolated position embeddings), and the bad-input errors before training."""
+"""`scripts/examples/run_image_classification.py` end to end on a tiny vanilla ViT checkpoint (32x32 images, patch 8,
+hidden 32, 2 layers, 4 heads) and tiny image folders (PNGs of random colours and sizes, some grey): EA (converted on
+the fly, raster and grid convolutions) and vanilla models, top-1/top-5 accuracy, the transforms without torchvision,
+another image size (interpolated position embeddings), argument files, and the bad-input errors before training."""
 
 import json
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,12 @@ import transformers
 from PIL import Image
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from run_image_classification import (  # noqa: E402
+from scripts.examples.run_image_classification import (
     DataTrainingArguments,
     ImageTransforms,
     accuracy_metrics,
     main,
+    parse_args,
     random_resized_crop_box,
     store_position_embeddings,
 )
@@ -190,6 +186,19 @@ def test_accuracy_metrics():
     metrics = accuracy_metrics(logits, np.array([5, 5, 2]))
     assert metrics == {"accuracy": pytest.approx(2 / 3), "top5_accuracy": pytest.approx(2 / 3)}
     assert accuracy_metrics(logits[:, :3], np.array([2, 0, 1])) == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_an_argument_file_gives_the_arguments_of_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    values = {
+        "model_name_or_path": "m", "train_dir": "images/train", "output_dir": "o", "do_train": True,
+        "ea_conv": "grid", "image_size": 48, "train_val_split": 0.25, "remove_unused_columns": False,
+    }  # fmt: skip
+    (tmp_path / "args.json").write_text(json.dumps(values))
+    argv = [arg for key, value in values.items() for arg in (f"--{key}", str(value))]
+    model_args, data_args, training_args = parse_args([str(tmp_path / "args.json")])
+    assert (model_args.ea_conv, data_args.image_size, training_args.remove_unused_columns) == ("grid", 48, False)
+    assert (model_args, data_args, training_args) == parse_args(argv)
 
 
 def test_bad_inputs_fail_before_training(checkpoint, images, tmp_path):

@@ -1,11 +1,10 @@
-"""`scripts/run_translation.py` end to end on tiny vanilla Marian and T5 checkpoints (d_model 16, one layer a side,
-SentencePiece tokenizers trained by `scripts/train_tokenizers.py`) and tiny EN-ES JSON-lines files: EA (converted on
-the fly) and vanilla models, BLEU/chrF results and generated predictions, a T5 source prefix, and the bad-input errors
-before training."""
+"""`scripts/examples/run_translation.py` end to end on tiny vanilla Marian and T5 checkpoints (d_model 16, one layer a
+side, SentencePiece tokenizers trained by `scripts/examples/train_tokenizers.py`) and tiny EN-ES JSON-lines files: EA
+(converted on the fly) and vanilla models, BLEU/chrF results and generated predictions, a T5 source prefix, argument
+files, and the bad-input errors before training."""
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import datasets
@@ -14,13 +13,9 @@ import torch
 import transformers
 from transformers import MarianConfig, MarianMTModel, T5Config, T5ForConditionalGeneration
 
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import run_translation  # noqa: E402
-from run_translation import DataTrainingArguments, main  # noqa: E402
-from train_tokenizers import train_marian_tokenizer, train_t5_tokenizer  # noqa: E402
+from scripts.examples import run_translation
+from scripts.examples.run_translation import DataTrainingArguments, main, parse_args
+from scripts.examples.train_tokenizers import train_marian_tokenizer, train_t5_tokenizer
 
 
 pytestmark = [
@@ -214,6 +209,20 @@ def test_arguments_checks():
         DataTrainingArguments(train_file="a.jsonl", source_lang="en", target_lang="en_XX")
     args = DataTrainingArguments(train_file="a.jsonl", source_lang="en_XX", target_lang="ro_RO", max_target_length=7)
     assert args.languages == ("en", "ro") and args.val_max_target_length == 7
+
+
+def test_an_argument_file_gives_the_arguments_of_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    values = {
+        "model_name_or_path": "m", "train_file": "t.jsonl", "source_lang": "en", "target_lang": "es",
+        "output_dir": "o", "do_train": True, "predict_with_generate": True, "ea_alpha": 0.3, "num_beams": 2,
+        "source_prefix": "translate English to Spanish: ",
+    }  # fmt: skip
+    (tmp_path / "args.json").write_text(json.dumps(values))
+    argv = [arg for key, value in values.items() for arg in (f"--{key}", str(value))]
+    model_args, data_args, training_args = parse_args([str(tmp_path / "args.json")])
+    assert (model_args.ea_alpha, data_args.num_beams, training_args.predict_with_generate) == (0.3, 2, True)
+    assert (model_args, data_args, training_args) == parse_args(argv)
 
 
 def fake_wmt(rows: dict[str, list[dict]]) -> datasets.DatasetDict:

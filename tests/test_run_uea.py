@@ -1,20 +1,14 @@
-"""`scripts/run_uea.py` end to end on a tiny `.ts` dataset it reads from a folder: every model type, several seeds,
-results files, model selection on validation, resume, and the saved model."""
+"""`scripts/examples/run_uea.py` end to end on a tiny `.ts` dataset it reads from a folder: every model type, several
+seeds, results files, model selection on validation, resume, the saved model, and argument files."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ea_hf import AUTO_CLASSES  # noqa: F401  (registers the EA classes)
 from ea_hf.time_series import TimeSeriesDataset, write_ts
-
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-
-from run_uea import main  # noqa: E402
+from scripts.examples.run_uea import RECIPE, main, parse_args
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +86,20 @@ def test_unknown_model_type_is_refused(data_dir, tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_an_argument_file_gives_the_arguments_of_the_command_line(tmp_path, monkeypatch):
+    """Both with the authors' recipe for the training arguments not given."""
+    monkeypatch.chdir(tmp_path)
+    values = {"dataset_name": "Toy", "model_type": "dc", "seeds": [0, 1], "num_train_epochs": 3, "output_dir": "o"}
+    (tmp_path / "args.json").write_text(json.dumps(values))
+    (tmp_path / "args.yaml").write_text(
+        "dataset_name: Toy\nmodel_type: dc\nseeds: [0, 1]\nnum_train_epochs: 3\noutput_dir: o\n"
+    )
+    argv = ["--dataset_name", "Toy", "--model_type", "dc", "--seeds", "0", "1", "--num_train_epochs", "3"]
+    from_command_line = parse_args([*argv, "--output_dir", "o"])
+    for name in ("args.json", "args.yaml"):
+        model_args, data_args, training_args = parse_args([str(tmp_path / name)])
+        assert (model_args.model_type, data_args.seeds, training_args.num_train_epochs) == ("dc", [0, 1], 3)
+        assert training_args.learning_rate == RECIPE["learning_rate"] and training_args.load_best_model_at_end
+        assert (model_args, data_args, training_args) == from_command_line

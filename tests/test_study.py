@@ -1,17 +1,14 @@
-"""scripts/study.py: selection on validation only, paired statistics, resuming, and the report (a fake task whose
-"training" is a tiny script, so that the flow runs in seconds)."""
+"""scripts/research/study.py: selection on validation only, paired statistics, resuming, and the report (a fake task
+whose "training" is a tiny script, so that the flow runs in seconds)."""
 
 import json
 import math
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import study  # noqa: E402
+from scripts.research import study
 
 
 FAKE_TRAINING = textwrap.dedent(

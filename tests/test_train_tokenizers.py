@@ -1,4 +1,5 @@
-"""`scripts/train_tokenizers.py`: tiny Marian and T5 SentencePiece tokenizers trained on a generated EN-ES corpus."""
+"""`scripts/examples/train_tokenizers.py`: tiny Marian and T5 SentencePiece tokenizers trained on a generated EN-ES
+corpus."""
 
 import json
 import random
@@ -11,12 +12,8 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer, MarianConfig, MarianTokenizer, T5Config, T5Tokenizer, T5TokenizerFast
 
-
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import train_tokenizers  # noqa: E402
-from train_tokenizers import main, read_translation_pairs, train_marian_tokenizer, train_t5_tokenizer  # noqa: E402
+from scripts.examples import train_tokenizers
+from scripts.examples.train_tokenizers import main, read_translation_pairs, train_marian_tokenizer, train_t5_tokenizer
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -199,7 +196,7 @@ def test_cli_end_to_end_on_json_lines(tmp_path):
     data = write_jsonl(
         tmp_path / "train.jsonl", [{"translation": {"en": e, "es": s}} for e, s in zip(TRAIN_EN, TRAIN_ES)]
     )
-    script = str(SCRIPTS / "train_tokenizers.py")
+    script = train_tokenizers.__file__
     common = ["--train_file", str(data), "--vocab_size", str(VOCAB_SIZE)]
     out = tmp_path / "marian"
     marian_args = ["marian", *common, "--source_lang", "en", "--target_lang", "es", "--output_dir", str(out)]
@@ -271,7 +268,7 @@ def test_cli_subprocess_reports_bad_input_clearly(tmp_path):
     data = write_jsonl(
         tmp_path / "bad.jsonl", [{"translation": {"en": "a cat", "es": "un gato"}}, {"translation": {}}]
     )
-    script = str(SCRIPTS / "train_tokenizers.py")
+    script = train_tokenizers.__file__
     argv = ["marian", "--train_file", str(data), "--source_lang", "en", "--target_lang", "es", "--output_dir", "x"]
     result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and "line 2: no 'en' text" in result.stderr and "Traceback" not in result.stderr

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Draw a sentence's or an image's attention maps layer by layer, vanilla beside EA, as one PNG (issue 9).
 
-    .venv/bin/python scripts/plot_attention.py --ea_model checkpoints/ea-minilm-l6-rotten-tomatoes \\
+    .venv/bin/python scripts/examples/plot_attention.py --ea_model checkpoints/ea-minilm-l6-rotten-tomatoes \\
         --vanilla_model checkpoints/runs/ea-minilm-l6-rotten-tomatoes/vanilla --text "a gorgeous , witty movie ." \\
         --layers 0 2 4 --output attention.png
-    .venv/bin/python scripts/plot_attention.py --ea_model EA_VIT --vanilla_model VIT --image cat.png --cls_to_grid
+    .venv/bin/python scripts/examples/plot_attention.py --ea_model EA_VIT --vanilla_model VIT --image cat.png \\
+        --cls_to_grid
 
 Both folders load with `AutoModel` (the EA one through `import ea_hf`, the vanilla one with
 `attn_implementation="eager"`, the only attention that returns its probabilities) and their own tokenizer or image

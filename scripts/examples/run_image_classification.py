@@ -4,7 +4,7 @@ transformers' `examples/pytorch/image-classification/run_image_classification.py
 `--model_type`, the EA switches (`--ea_alpha`, `--ea_beta`, `--ea_kernel_size`, `--ea_activation`, `--ea_conv`) and
 `--image_size`.
 
-    python scripts/run_image_classification.py --model_name_or_path google/vit-base-patch16-224-in21k \\
+    python scripts/examples/run_image_classification.py --model_name_or_path google/vit-base-patch16-224-in21k \\
         --train_dir data/fashion_mnist/train --validation_dir data/fashion_mnist/validation \\
         --do_train --do_eval --per_device_train_batch_size 32 --learning_rate 2e-5 --num_train_epochs 3 \\
         --output_dir /tmp/fashion-mnist
@@ -16,7 +16,7 @@ processes.
 
 Data: `--dataset_name` (e.g. `imagenet-1k`, `--dataset_config_name`) loads a dataset from the Hub; or `--train_dir`
 and `--validation_dir`, image folders in the `imagefolder` layout (`<dir>/<class>/<image>`, as
-`scripts/prepare_data.py fashion_mnist` writes them). Columns `--image_column_name` (`image`) and
+`python -m scripts.data.prepare_data fashion_mnist` writes them). Columns `--image_column_name` (`image`) and
 `--label_column_name` (`label`); without a validation split, `--train_val_split` (0.15) of the training data is held
 out. A missing or empty folder, images outside class subfolders, a missing column, a validation label the training
 data lacks and a single class are refused before anything is trained. `--max_train_samples`/`--max_eval_samples`
@@ -40,34 +40,26 @@ import logging
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import torch
+import transformers
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     EvalPrediction,
+    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
 )
 
-from finetuning import (
-    ModelArguments,
-    detect_last_checkpoint,
-    finish,
-    load_model,
-    load_processor,
-    parse_args,
-    record_metrics,
-    setup_logging,
-    train_and_save,
-    treat_loss_as_mean,
-)
+from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
 
 
 logger = logging.getLogger(__name__)
@@ -362,9 +354,43 @@ def accuracy_metrics(logits: np.ndarray, references: np.ndarray) -> dict[str, fl
     return result
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments), argv)
-    setup_logging(training_args, logger)
+    model_args, data_args, training_args = parse_args(argv)
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        # The default of training_args.log_level is passive, so we set log level at info here to have that default.
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    logging.getLogger("ea_hf").setLevel(log_level)  # load_model and detect_last_checkpoint log there
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: {training_args.n_gpu}, "
+        f"distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+        f"16-bits training: {training_args.fp16 or training_args.bf16}"
+    )
+    logger.info(f"Training/evaluation parameters {training_args}")
+    check_launch(training_args)  # several processes launched must form one group
+
     if training_args.remove_unused_columns:
         logger.info("Setting --remove_unused_columns false: the transforms need the image and label columns.")
         training_args.remove_unused_columns = False
@@ -393,7 +419,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     id2label = {index: str(label) for index, label in enumerate(label_list)}
     logger.info(f"{len(label_list)} classes: {label_list}")
 
-    image_processor = load_processor(model_args, AutoImageProcessor)
+    image_processor = AutoImageProcessor.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
     model = load_model(
         model_args,
         AutoModelForImageClassification,
@@ -401,7 +433,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         label2id=label2id,
         id2label=id2label,
     )
-    model = treat_loss_as_mean(model)
+    # The loss is a mean over the batch: without the flag, Trainer takes a vanilla head's loss for a sum and scales
+    # it wrong under gradient accumulation (EA heads set it themselves; set here, EA-vs-vanilla comparisons are fair)
+    model.accepts_loss_kwargs = False
     crop, _ = transform_sizes(image_processor, data_args.image_size)
     model_size = model.config.image_size
     model_size = tuple(model_size) if isinstance(model_size, (list, tuple)) else (model_size, model_size)
@@ -446,7 +480,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results = {}
     if training_args.do_train:
-        results.update(train_and_save(trainer, training_args, last_checkpoint, num_train_samples=len(train_dataset)))
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        metrics = train_result.metrics
+        metrics["train_samples"] = len(train_dataset)
+        trainer.save_model()  # an EA model with its code files and auto_map: it loads with trust_remote_code=True
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
         if interpolate and crop[0] == crop[1]:  # the saved folder then runs at its processor's size (`pipeline`)
             store_position_embeddings(trainer.model, crop[0])
             trainer.save_model()
@@ -457,15 +498,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.info("*** Evaluate ***")
         metrics = trainer.evaluate()
         metrics["eval_samples"] = len(eval_dataset)
-        record_metrics(trainer, "eval", metrics)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
         results.update(metrics)
 
-    card = {"tasks": "image-classification", "tags": ["image-classification", "vision"]}
+    kwargs = {
+        "finetuned_from": model_args.model_name_or_path,
+        "tasks": "image-classification",
+        "tags": ["image-classification", "vision"],
+    }
     if data_args.dataset_name is not None:
-        card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
+        kwargs.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
         if data_args.dataset_config_name is not None:
-            card["dataset_args"] = data_args.dataset_config_name
-    finish(trainer, model_args, training_args, **card)
+            kwargs["dataset_args"] = data_args.dataset_config_name
+    if model_args.model_type == "ea":
+        kwargs["tags"] += ["evolving-attention", "custom_code"]
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
     return results
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Convert a vanilla checkpoint (local folder or Hub id) into an EA checkpoint folder.
 
-    python scripts/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base --ea_alpha 0.1 --ea_beta 0.1
-    python scripts/convert_checkpoint.py google/vit-base-patch16-224 ea-vit-base --ea_conv grid
+    python scripts/examples/convert_checkpoint.py google-bert/bert-base-uncased ea-bert-base \\
+        --ea_alpha 0.1 --ea_beta 0.1
+    python scripts/examples/convert_checkpoint.py google/vit-base-patch16-224 ea-vit-base --ea_conv grid
 
 BERT, T5, Marian and ViT checkpoints are supported (ViT: the current and the older parameter names).
 
@@ -13,7 +14,7 @@ sentence-transformers/all-MiniLM-L6-v2) keeps its modules.json, sentence_bert_co
 config_sentence_transformers.json and module subfolders (1_Pooling, 2_Dense, ...), so that
 `SentenceTransformer(output_dir, trust_remote_code=True)` loads the same pipeline around the EA model:
 
-    python scripts/convert_checkpoint.py sentence-transformers/all-MiniLM-L6-v2 ea-minilm --ea_alpha 0.1
+    python scripts/examples/convert_checkpoint.py sentence-transformers/all-MiniLM-L6-v2 ea-minilm --ea_alpha 0.1
 """
 
 import argparse

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """EA vs vanilla transformers, side by side: same architecture and weights, interleaved in one run (issue 8).
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark.py                 # the issue's cases on the CPU
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark.py --quick --threads 1    # a CI smoke run: seconds
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark.py --cases bert-forward-b1-l512 --processes 5  # median, range
-    .venv/bin/python scripts/benchmark.py --cases bert-forward-b8-l128 --device cuda --dtype bfloat16
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.benchmark                  # the issue's cases on the CPU
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.benchmark --quick --threads 1    # a CI smoke run: seconds
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.benchmark --cases bert-forward-b1-l512 --processes 5  # median
+    .venv/bin/python -m benchmarks.benchmark --cases bert-forward-b8-l128 --device cuda --dtype bfloat16
 
 Every case runs three variants of one model: vanilla transformers with eager attention, vanilla with sdpa, and EA
 (the vanilla weights plus the EA convs at their init). Before timing, `--check` (on by default) proves that they share
@@ -51,16 +51,16 @@ import torch
 import transformers
 from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
-from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
+from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, BertConfig, ViTConfig
 
 import ea_hf
-
-import benchmark_generation
+from benchmarks import benchmark_generation
 
 
 # kineto prints a line at every profiler start and stop (the CPU memory measurement), through the progress bar
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
+ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("vanilla eager", "vanilla sdpa", "EA")
 SOURCE_LENGTH = 32  # Marian's source tokens
 
@@ -93,9 +93,9 @@ QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
     "vit-forward-b8-224": (2, 32),
     "marian-generate-64": (1, 8),
 }
-HOSTS = {  # family: vanilla head, its config class (whose defaults are the base size), EA head
-    "bert": (BertForSequenceClassification, BertConfig, ea_hf.EABertForSequenceClassification),
-    "vit": (ViTForImageClassification, ViTConfig, ea_hf.EAViTForImageClassification),
+HOSTS = {  # family: its vanilla config class (whose defaults are the base size), the head's Auto class
+    "bert": (BertConfig, AutoModelForSequenceClassification),
+    "vit": (ViTConfig, AutoModelForImageClassification),
 }
 QUICK_SIZES = {  # Marian's come from benchmark_generation.QUICK
     "bert": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
@@ -134,9 +134,11 @@ def build_models(family: str, quick: bool) -> dict[str, torch.nn.Module]:
         built = benchmark_generation.build_models("marian", quick)
         models = {variant: built["EA cached" if variant == "EA" else variant] for variant in VARIANTS}
     else:
-        vanilla_class, config_class, ea_class = HOSTS[family]
+        config_class, auto_class = HOSTS[family]
+        config = config_class(**(QUICK_SIZES[family] if quick else {}))
+        ea_class, vanilla_class = ea_hf.ea_model_classes(config, auto_class)
         torch.manual_seed(0)
-        eager = vanilla_class(config_class(**(QUICK_SIZES[family] if quick else {}))).eval()
+        eager = vanilla_class(config).eval()
         eager.set_attn_implementation("eager")
         sdpa = copy.deepcopy(eager)  # its own config too: the attention implementation is a config field
         sdpa.set_attn_implementation("sdpa")
@@ -348,10 +350,9 @@ def cpu_description(env: dict) -> str:
 
 def git_commit() -> str | None:
     """HEAD's hash, with " (modified)" when the working tree differs from it; None outside a git checkout."""
-    root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit.stdout.strip() + (" (modified)" if status.stdout.strip() else "")
@@ -476,8 +477,8 @@ def run_processes(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for index in tqdm(range(args.processes), desc="processes", file=sys.stderr):
             folder = os.path.join(tmp, str(index))
-            command = [sys.executable, __file__, *child, "--output_dir", folder]
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            command = [sys.executable, "-m", "benchmarks.benchmark", *child, "--output_dir", folder]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             with open(os.path.join(folder, "results.json")) as file:
                 runs.append(json.load(file))
     cases, medians = {}, {}
@@ -527,7 +528,7 @@ def write_results(output_dir: str, output: dict, header: str, table: list[str], 
     with open(os.path.join(output_dir, "results.json"), "w") as file:
         json.dump(output, file, indent=2)
     with open(os.path.join(output_dir, "results.md"), "w") as file:
-        title = "# EA vs vanilla transformers (scripts/benchmark.py)"
+        title = "# EA vs vanilla transformers (benchmarks/benchmark.py)"
         file.write("\n".join([title, "", header, "", *table, "", *summary]) + "\n")
 
 

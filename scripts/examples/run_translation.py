@@ -3,7 +3,7 @@
 with evolving attention: transformers' `examples/pytorch/translation/run_translation.py`, same arguments and outputs,
 plus `--model_type` and the EA switches (`--ea_alpha`, `--ea_beta`, `--ea_kernel_size`, `--ea_activation`).
 
-    python scripts/run_translation.py --model_name_or_path Helsinki-NLP/opus-mt-en-ro \\
+    python scripts/examples/run_translation.py --model_name_or_path Helsinki-NLP/opus-mt-en-ro \\
         --dataset_name wmt16 --dataset_config_name ro-en --source_lang en --target_lang ro \\
         --do_train --do_eval --predict_with_generate --per_device_train_batch_size 16 --num_train_epochs 3 \\
         --output_dir /tmp/en-ro
@@ -11,13 +11,13 @@ plus `--model_type` and the EA switches (`--ea_alpha`, `--ea_beta`, `--ea_kernel
 fine-tunes EA-Marian, converted on the fly from the vanilla checkpoint (`--model_type vanilla`: transformers' Marian,
 for comparisons); an EA checkpoint loads as it is. T5 works the same way (EA-T5) and wants a task prefix, e.g.
 `--source_prefix "translate English to Romanian: "`. Arguments come from the command line or one `.json`/`.yaml`
-file; `accelerate launch scripts/run_translation.py ...` trains on several processes.
+file; `accelerate launch scripts/examples/run_translation.py ...` trains on several processes.
 
 Data: `--dataset_name` (and `--dataset_config_name`) loads a Hub dataset with a `translation` column (e.g. `wmt16`
 `ro-en`); or `--train_file`, `--validation_file`, `--test_file`: JSON lines (`.json` or `.jsonl`), one
-`{"translation": {"en": "...", "es": "..."}}` record a line, as `scripts/prepare_data.py verses` writes them.
-`--source_lang`/`--target_lang` name the keys (for a code such as `en_XX`, the part before `_`). A missing or empty
-file, another file kind, a language code the data lacks, and a record whose source or target text is missing or
+`{"translation": {"en": "...", "es": "..."}}` record a line, as `python -m scripts.data.prepare_data verses` writes
+them. `--source_lang`/`--target_lang` name the keys (for a code such as `en_XX`, the part before `_`). A missing or
+empty file, another file kind, a language code the data lacks, and a record whose source or target text is missing or
 empty (named by file and line) are refused before anything is trained.
 
 Metrics (with `--predict_with_generate`, computed offline with `sacrebleu`, as `evaluate`'s sacrebleu metric does):
@@ -31,36 +31,27 @@ checkpoint in `--output_dir`.
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import pyarrow.compute as pc
 import sacrebleu
+import transformers
 from transformers import (
     AutoModelForSeq2SeqLM,
+    AutoTokenizer,
     DataCollatorForSeq2Seq,
     EvalPrediction,
+    HfArgumentParser,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     default_data_collator,
     set_seed,
 )
 
-from finetuning import (
-    ModelArguments,
-    detect_last_checkpoint,
-    finish,
-    load_data_files,
-    load_model,
-    load_processor,
-    parse_args,
-    predict_in_order,
-    record_metrics,
-    select_samples,
-    setup_logging,
-    train_and_save,
-)
+from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
 
 
 logger = logging.getLogger(__name__)
@@ -166,10 +157,19 @@ def load_raw_datasets(data_args, model_args, training_args) -> tuple[datasets.Da
     error messages)."""
     if data_args.uses_files:
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+        files = {split: path for split, path in files.items() if path is not None}
         for split, path in files.items():
-            if path is not None and os.path.isfile(path) and _is_blank(path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"The {split} file {path} does not exist.")
+            if _is_blank(path):
                 raise ValueError(f"The {split} file {path} is empty: it needs one translation record a line.")
-        return load_data_files(files, cache_dir=model_args.cache_dir), {s: p for s, p in files.items() if p}
+        raw = datasets.DatasetDict()
+        for split, path in files.items():  # one at a time: a bad file is named by its own error
+            logger.info(f"Loading a local file for {split}: {path}")
+            raw[split] = datasets.load_dataset(
+                "json", data_files={split: path}, split=split, cache_dir=model_args.cache_dir
+            )
+        return raw, files
     if data_args.dataset_name is None:
         raise ValueError("Need either a dataset name or a training, validation or test file.")
     try:
@@ -262,11 +262,45 @@ def check_translations(raw: datasets.DatasetDict, sources: dict[str, str], langu
                 )
 
 
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments]:
+    """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments), argv
+    model_args, data_args, training_args = parse_args(argv)
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
     )
-    setup_logging(training_args, logger)
+    if training_args.should_log:
+        # The default of training_args.log_level is passive, so we set log level at info here to have that default.
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    logging.getLogger("ea_hf").setLevel(log_level)  # load_model and detect_last_checkpoint log there
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: {training_args.n_gpu}, "
+        f"distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+        f"16-bits training: {training_args.fp16 or training_args.bf16}"
+    )
+    logger.info(f"Training/evaluation parameters {training_args}")
+    check_launch(training_args)  # several processes launched must form one group
+
     last_checkpoint = detect_last_checkpoint(training_args)
     set_seed(training_args.seed)
 
@@ -291,11 +325,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "test": data_args.max_predict_samples,
     }
     for split in raw:
-        raw[split] = select_samples(raw[split], limits[split])
+        if limits[split] is not None:
+            raw[split] = raw[split].select(range(min(limits[split], len(raw[split]))))
     source_lang, target_lang = data_args.languages
     check_translations(raw, sources, (source_lang, target_lang))
 
-    tokenizer = load_processor(model_args)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
     model = load_model(model_args, AutoModelForSeq2SeqLM)
     embedding_size = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > embedding_size:
@@ -409,7 +450,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results = {}
     if training_args.do_train:
-        results.update(train_and_save(trainer, training_args, last_checkpoint, num_train_samples=len(train_dataset)))
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        metrics = train_result.metrics
+        metrics["train_samples"] = len(train_dataset)
+        trainer.save_model()  # an EA model with its code files and auto_map: it loads with trust_remote_code=True
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
 
     max_length = training_args.generation_max_length or data_args.val_max_target_length
     num_beams = data_args.num_beams or training_args.generation_num_beams
@@ -417,17 +465,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.info("*** Evaluate ***")
         metrics = trainer.evaluate(max_length=max_length, num_beams=num_beams, metric_key_prefix="eval")
         metrics["eval_samples"] = len(tokenized["validation"])
-        record_metrics(trainer, "eval", metrics)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
         results.update(metrics)
 
     if training_args.do_predict:
         logger.info("*** Predict ***")
-        predict_results = predict_in_order(
-            trainer, tokenized["test"], metric_key_prefix="predict", max_length=max_length, num_beams=num_beams
+        # transformers 5 batches predictions by length too under --train_sampling_strategy group_by_length: predict
+        # in the test file's order
+        training_args.train_sampling_strategy = "sequential"
+        predict_results = trainer.predict(
+            tokenized["test"], metric_key_prefix="predict", max_length=max_length, num_beams=num_beams
         )
-        metrics = dict(predict_results.metrics)
+        metrics = predict_results.metrics
         metrics["predict_samples"] = len(tokenized["test"])
-        record_metrics(trainer, "predict", metrics)
+        trainer.log_metrics("predict", metrics)
+        trainer.save_metrics("predict", metrics)
         results.update(metrics)
         if trainer.is_world_process_zero() and training_args.predict_with_generate:
             predictions = predict_results.predictions
@@ -437,15 +490,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 writer.write("\n".join(decode(predictions)) + "\n")
             logger.info(f"Wrote {len(predictions)} translations to {output_file}")
 
-    card = {"tasks": "translation", "language": [source_lang, target_lang]}
+    kwargs = {
+        "finetuned_from": model_args.model_name_or_path,
+        "tasks": "translation",
+        "language": [source_lang, target_lang],
+    }
     if data_args.dataset_name is not None:
-        card["dataset_tags"] = data_args.dataset_name
+        kwargs["dataset_tags"] = data_args.dataset_name
         if data_args.dataset_config_name is not None:
-            card["dataset_args"] = data_args.dataset_config_name
-            card["dataset"] = f"{data_args.dataset_name} {data_args.dataset_config_name}"
+            kwargs["dataset_args"] = data_args.dataset_config_name
+            kwargs["dataset"] = f"{data_args.dataset_name} {data_args.dataset_config_name}"
         else:
-            card["dataset"] = data_args.dataset_name
-    finish(trainer, model_args, training_args, **card)
+            kwargs["dataset"] = data_args.dataset_name
+    if model_args.model_type == "ea":
+        kwargs["tags"] = ["evolving-attention", "custom_code"]
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
     return results
 
 

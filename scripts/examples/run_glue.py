@@ -3,13 +3,13 @@
 attention: transformers' `examples/pytorch/text-classification/run_glue.py`, same arguments and outputs, plus
 `--model_type` and the EA switches (`--ea_alpha`, `--ea_beta`, `--ea_kernel_size`, `--ea_activation`).
 
-    python scripts/run_glue.py --model_name_or_path google-bert/bert-base-cased --task_name mrpc \\
+    python scripts/examples/run_glue.py --model_name_or_path google-bert/bert-base-cased --task_name mrpc \\
         --do_train --do_eval --max_seq_length 128 --per_device_train_batch_size 32 --learning_rate 2e-5 \\
         --num_train_epochs 3 --output_dir /tmp/mrpc
 
 fine-tunes EA-BERT, converted on the fly from the vanilla checkpoint (`--model_type vanilla`: transformers' BERT, for
 comparisons); an EA checkpoint loads as it is. Arguments come from the command line or one `.json`/`.yaml` file;
-`accelerate launch scripts/run_glue.py ...` trains on several processes.
+`accelerate launch scripts/examples/run_glue.py ...` trains on several processes.
 
 Data: `--task_name` (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) loads `nyu-mll/glue` from the Hub; or
 `--train_file`, `--validation_file`, `--test_file` (CSV or JSON, all of one kind; with `--task_name` too, the task
@@ -30,16 +30,20 @@ transformers names it). A run resumes from the last complete checkpoint in `--ou
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import transformers
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import (
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
+    HfArgumentParser,
     PreTrainedConfig,
     Trainer,
     TrainingArguments,
@@ -47,26 +51,13 @@ from transformers import (
     set_seed,
 )
 
-from finetuning import (
-    ModelArguments,
-    detect_last_checkpoint,
-    finish,
-    load_data_files,
-    load_model,
-    load_processor,
-    parse_args,
-    predict_in_order,
-    record_metrics,
-    select_samples,
-    setup_logging,
-    train_and_save,
-    treat_loss_as_mean,
-)
+from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
 
 
 logger = logging.getLogger(__name__)
 
 GLUE_DATASET = "nyu-mll/glue"
+DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}  # file extension -> `datasets` builder
 task_to_keys = {
     "cola": ("sentence", None),
     "mnli": ("premise", "hypothesis"),
@@ -139,7 +130,25 @@ def load_raw_datasets(data_args, model_args, training_args) -> datasets.DatasetD
         if training_args.do_predict and data_args.test_file is None:
             raise ValueError("Need either a GLUE task or a --test_file for --do_predict.")
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-        return load_data_files(files, cache_dir=model_args.cache_dir)
+        files = {split: path for split, path in files.items() if path is not None}
+        builders = {}
+        for split, path in files.items():
+            extension = os.path.splitext(path)[1].lower()
+            if extension not in DATA_FILE_BUILDERS:
+                raise ValueError(f"The {split} file {path} should be a csv or a json file (.csv, .json, .jsonl).")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"The {split} file {path} does not exist.")
+            builders[split] = DATA_FILE_BUILDERS[extension]
+        if len(set(builders.values())) > 1:
+            kinds = ", ".join(f"{split} {path}" for split, path in files.items())
+            raise ValueError(f"The data files should all be csv or all be json: {kinds}.")
+        raw = datasets.DatasetDict()
+        for split, path in files.items():  # one at a time: a test file may lack the label column
+            logger.info(f"Loading a local file for {split}: {path}")
+            raw[split] = datasets.load_dataset(
+                builders[split], data_files={split: path}, split=split, cache_dir=model_args.cache_dir
+            )
+        return raw
     name, config = (
         (GLUE_DATASET, data_args.task_name)
         if data_args.task_name is not None
@@ -266,9 +275,43 @@ def _correlation(function, predictions, references) -> float:
     return float(function(predictions, references)[0])
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments), argv)
-    setup_logging(training_args, logger)
+    model_args, data_args, training_args = parse_args(argv)
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        # The default of training_args.log_level is passive, so we set log level at info here to have that default.
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    logging.getLogger("ea_hf").setLevel(log_level)  # load_model and detect_last_checkpoint log there
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: {training_args.n_gpu}, "
+        f"distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+        f"16-bits training: {training_args.fp16 or training_args.bf16}"
+    )
+    logger.info(f"Training/evaluation parameters {training_args}")
+    check_launch(training_args)  # several processes launched must form one group
+
     last_checkpoint = detect_last_checkpoint(training_args)
     set_seed(training_args.seed)
 
@@ -291,8 +334,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     num_labels = 1 if is_regression else len(label_list)
     logger.info(f"Text columns {keys}; " + ("regression" if is_regression else f"{num_labels} labels {label_list}"))
 
-    tokenizer = load_processor(model_args)
-    model = treat_loss_as_mean(load_model(model_args, AutoModelForSequenceClassification, num_labels=num_labels))
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    model = load_model(model_args, AutoModelForSequenceClassification, num_labels=num_labels)
+    # The loss is a mean over the batch: without the flag, Trainer takes a vanilla head's loss for a sum and scales
+    # it wrong under gradient accumulation (EA heads set it themselves; set here, EA-vs-vanilla comparisons are fair)
+    model.accepts_loss_kwargs = False
     value_to_id = {}
     if not is_regression:
         class_label = isinstance(raw["train"].features["label"], datasets.ClassLabel)
@@ -319,7 +371,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
     limits["test"] = data_args.max_predict_samples
     for split in list(raw):
-        raw[split] = select_samples(raw[split], limits.get(split.split("_")[0]))
+        max_samples = limits.get(split.split("_")[0])
+        if max_samples is not None:
+            raw[split] = raw[split].select(range(min(max_samples, len(raw[split]))))
         if split.startswith("test") and "label" in raw[split].column_names:
             raw[split] = raw[split].remove_columns("label")
 
@@ -374,7 +428,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results = {}
     if training_args.do_train:
-        results.update(train_and_save(trainer, training_args, last_checkpoint, num_train_samples=len(train_dataset)))
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        metrics = train_result.metrics
+        metrics["train_samples"] = len(train_dataset)
+        trainer.save_model()  # an EA model with its code files and auto_map: it loads with trust_remote_code=True
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
 
     if training_args.do_eval:
         logger.info("*** Evaluate ***")
@@ -385,13 +446,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             if task == "mnli-mm":
                 metrics = {f"{key}_mm": value for key, value in metrics.items()}
             combined.update(metrics)
-        record_metrics(trainer, "eval", combined)
+        trainer.log_metrics("eval", combined)
+        trainer.save_metrics("eval", combined)
         results.update(combined)
 
     if training_args.do_predict:
         logger.info("*** Predict ***")
+        # transformers 5 batches predictions by length too under --train_sampling_strategy group_by_length: predict
+        # in the test file's order
+        training_args.train_sampling_strategy = "sequential"
         for task, dataset in predict_datasets.items():
-            predictions = predict_in_order(trainer, dataset, metric_key_prefix="predict").predictions
+            predictions = trainer.predict(dataset, metric_key_prefix="predict").predictions
             predictions = np.squeeze(predictions, axis=-1) if is_regression else np.argmax(predictions, axis=-1)
             output_file = os.path.join(training_args.output_dir, f"predict_results_{task}.txt")
             if trainer.is_world_process_zero():
@@ -402,13 +467,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         label = f"{item:3.3f}" if is_regression else model.config.id2label[int(item)]
                         writer.write(f"{index}\t{label}\n")
 
-    card = {"tasks": "text-classification"}
+    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification"}
     if data_args.task_name is not None:
-        card.update(
+        kwargs.update(
             language="en", dataset_tags="glue", dataset_args=data_args.task_name,
             dataset=f"GLUE {data_args.task_name.upper()}",
         )  # fmt: skip
-    finish(trainer, model_args, training_args, **card)
+    if model_args.model_type == "ea":
+        kwargs["tags"] = ["evolving-attention", "custom_code"]
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
     return results
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train SentencePiece tokenizers (Marian or T5) on local text, offline.
 
-    python scripts/train_tokenizers.py marian --train_file data.jsonl --source_lang en --target_lang es \\
+    python scripts/examples/train_tokenizers.py marian --train_file data.jsonl --source_lang en --target_lang es \\
         --vocab_size 8000 --output_dir tok-marian-en-es
-    python scripts/train_tokenizers.py t5 --train_file data.jsonl --vocab_size 8000 --output_dir tok-t5
+    python scripts/examples/train_tokenizers.py t5 --train_file data.jsonl --vocab_size 8000 --output_dir tok-t5
 
 `--train_file` is either JSON lines in the project's translation format, one `{"translation": {"en": ..., "es": ...}}`
 record a line (a `.json` or `.jsonl` name), or plain text with one sentence a line (any other name). Marian needs both

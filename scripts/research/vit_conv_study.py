@@ -2,11 +2,11 @@
 """Which EA conv should EA-ViT use by default: raster order (the authors') or the 2-D patch grid? A small ViT trained
 from scratch on Fashion-MNIST, vanilla vs EA-raster vs EA-grid, same data, seeds and budget; validation accuracy
 (a split of the training set) and training time; with `--test`, also the accuracy on the 10,000 test images (for
-settings chosen on validation only: `scripts/study.py` calls it so).
+settings chosen on validation only: `scripts.research.study` calls it so).
 
-    .venv/bin/python scripts/vit_conv_study.py --seeds 0 1 2 --output vit_conv_study.json
-    .venv/bin/python scripts/vit_conv_study.py --variants "EA grid" --seeds 3 --test --output run.json
-    .venv/bin/python scripts/vit_conv_study.py --step_cost    # cost of a ViT-S/14 training step per variant
+    .venv/bin/python -m scripts.research.vit_conv_study --seeds 0 1 2 --output vit_conv_study.json
+    .venv/bin/python -m scripts.research.vit_conv_study --variants "EA grid" --seeds 3 --test --output run.json
+    .venv/bin/python -m scripts.research.vit_conv_study --step_cost    # cost of a ViT-S/14 training step per variant
 
 Reads Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`, `apt-get install dataset-fashion-mnist`)
 or `--data_dir` with the same four idx files.
@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ea_hf import EAViTConfig, EAViTForImageClassification
-
-from prepare_data import read_idx
+from scripts.data.prepare_data import read_idx
 
 
 VARIANTS = {

@@ -2,14 +2,15 @@
 """Train and evaluate time-series classifiers (or regressors) on a UEA/UCR archive dataset: EA-DC-Transformer, the
 same model without EA, or the TST-style Transformer baseline, over several seeds.
 
-    .venv/bin/python scripts/run_uea.py --dataset_name JapaneseVowels --model_type ea_dc --seeds 0 1 2 3 4 \\
+    .venv/bin/python scripts/examples/run_uea.py --dataset_name JapaneseVowels --model_type ea_dc --seeds 0 1 2 3 4 \\
         --output_dir outputs/uea/JapaneseVowels/ea_dc
 
 Protocol (the authors', TST's): a seeded, stratified validation split of TRAIN (never TEST); standardisation fitted
 on the training part only; the checkpoint with the lowest validation loss is selected (`load_best_model_at_end`);
 test accuracy is reported at that checkpoint; mean and standard deviation over the seeds. Each seed runs in
 `output_dir/seed_N`, resumes from its last checkpoint, and is skipped once its `all_results.json` exists. Arguments
-are `HfArgumentParser` dataclasses plus `TrainingArguments` (also from a JSON or YAML file).
+are `HfArgumentParser` dataclasses plus `TrainingArguments`, from the command line or one JSON or YAML file; the
+authors' recipe (`RECIPE`) fills in the training arguments not given.
 
 BasicMotions and JapaneseVowels come from the `.ts` files the `aeon` wheel bundles; any other archive dataset from
 `--data_dir`, a folder of `<Name>_TRAIN.ts` / `<Name>_TEST.ts` files (or `<Name>/` subfolders).
@@ -22,9 +23,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -37,6 +40,12 @@ from ea_hf.time_series import Standardizer, load_uea, pad_batch, train_validatio
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("ea_dc", "dc", "tst")
+RECIPE = {  # the authors' (RAdam -> AdamW without weight decay): the defaults of the training arguments
+    "num_train_epochs": 400.0, "learning_rate": 1e-3, "per_device_train_batch_size": 64,
+    "per_device_eval_batch_size": 256, "max_grad_norm": 4.0, "eval_strategy": "epoch", "save_strategy": "epoch",
+    "save_total_limit": 1, "save_only_model": True, "load_best_model_at_end": True, "metric_for_best_model": "loss",
+    "logging_strategy": "epoch", "report_to": "none", "dataloader_num_workers": 0,
+}  # fmt: skip
 
 
 @dataclass
@@ -158,21 +167,21 @@ def run_seed(seed, model_args, data_args, training_args, full_train, test) -> di
     return metrics
 
 
-def main(argv=None):
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file; the
+    authors' recipe (`RECIPE`) fills in the training arguments not given."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        reader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = reader(os.path.abspath(argv[0]))
-    else:
-        defaults = [  # the authors' recipe (RAdam -> AdamW without weight decay), unless given on the command line
-            "--num_train_epochs", "400", "--learning_rate", "1e-3", "--per_device_train_batch_size", "64",
-            "--per_device_eval_batch_size", "256", "--max_grad_norm", "4.0", "--eval_strategy", "epoch",
-            "--save_strategy", "epoch", "--save_total_limit", "1", "--save_only_model", "true",
-            "--load_best_model_at_end", "true", "--metric_for_best_model", "loss", "--logging_strategy", "epoch",
-            "--report_to", "none", "--dataloader_num_workers", "0",
-        ]  # fmt: skip
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(defaults + list(argv))
+        text = Path(argv[0]).read_text()
+        given = json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)
+        return parser.parse_dict({**RECIPE, **given})
+    parser.set_defaults(**RECIPE)
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_args(argv)
     if model_args.model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type must be one of {MODEL_TYPES}, got {model_args.model_type!r}.")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

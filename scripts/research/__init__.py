@@ -1,0 +1,1 @@
+"""Research tooling: the evidence study of EA against its vanilla twins."""
