@@ -23,6 +23,7 @@ from .evolving_attention import (
     EvolvingAttentionStep,
     attention_probabilities,
 )
+from .model_source import check_model_source
 from .modeling_ea_bert import (
     EABertForMaskedLM,
     EABertForMultipleChoice,
@@ -87,6 +88,7 @@ __all__ = [
     "TimeSeriesClassificationPipeline",
     "TranslationPipeline",
     "attention_probabilities",
+    "check_model_source",
     "convert_checkpoint",
     "ea_model_classes",
     "register_pipeline",

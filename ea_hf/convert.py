@@ -8,6 +8,7 @@ import shutil
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.utils import logging
 
+from .model_source import check_model_source
 from .registration import ea_model_classes
 
 
@@ -70,7 +71,9 @@ def convert_checkpoint(source: str, output_dir: str, **ea_config: float | int | 
     """Load a vanilla checkpoint into its EA twin, with EA config overrides (`ea_alpha=...`), and save it with its
     tokenizer (or image processor), remote code and an `auto_map` for every head. A sentence-transformers checkpoint
     (with a `modules.json`) keeps its modules and configs: `SentenceTransformer(output_dir, trust_remote_code=True)`
-    loads it with the EA model as its Transformer module. Returns `output_dir`."""
+    loads it with the EA model as its Transformer module. Returns `output_dir`. A `source` that names a local path
+    must exist (`ea_hf.check_model_source`)."""
+    source = check_model_source(source, what="source")
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         raise FileExistsError(f"{output_dir} exists and is not empty; choose a new folder.")
     model_class = ea_model_classes(AutoConfig.from_pretrained(source)).ea

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from transformers import AutoConfig, PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .model_source import check_model_source
 from .registration import ea_model_classes
 
 
@@ -28,7 +29,9 @@ EA_SWITCHES = ("ea_alpha", "ea_beta", "ea_kernel_size", "ea_activation", "ea_con
 @dataclass
 class ModelArguments:
     """Which model, config and processor to fine-tune from (transformers' examples' `ModelArguments`), plus the model
-    type and the EA switches (None: the checkpoint's value, or the EA config default for a vanilla checkpoint)."""
+    type and the EA switches (None: the checkpoint's value, or the EA config default for a vanilla checkpoint).
+    A model, config or tokenizer source that names a local path must exist (`ea_hf.check_model_source`): a mistyped
+    folder fails here, when the arguments are parsed."""
 
     model_name_or_path: str = field(
         metadata={"help": "Checkpoint to start from: a local folder or a Hub id, EA or vanilla (e.g. a BERT)."}
@@ -80,6 +83,15 @@ class ModelArguments:
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"--model_type must be one of {MODEL_TYPES}, got {self.model_type!r}.")
+        given = [f"--{name}" for name in EA_SWITCHES if getattr(self, name) is not None]
+        if self.model_type == "vanilla" and given:
+            raise ValueError(
+                f"{', '.join(given)} with --model_type vanilla: transformers' own model has no evolving attention. "
+                f"Drop {'it' if len(given) == 1 else 'them'}, or use --model_type ea."
+            )
+        for name in ("model_name_or_path", "config_name", "tokenizer_name"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_model_source(getattr(self, name), what=f"--{name}"))
 
 
 def check_launch(training_args: "TrainingArguments") -> None:
@@ -170,7 +182,7 @@ def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) ->
       vanilla checkpoint is converted on the fly. The EA switches given override the checkpoint's (or the default)
       values and are validated here, before any training.
     * `--model_type vanilla`: transformers' own class (`auto_class.from_pretrained`), with transformers' default
-      attention implementation (logged); the EA switches are ignored with a warning. An EA checkpoint is refused.
+      attention implementation (logged). An EA checkpoint is refused (and EA switches, by `ModelArguments`).
 
     `--config_name` replaces the checkpoint's config. Logs the class built and the weights that are new (not in the
     checkpoint), unused or resized. Raises a `ValueError` for a model type with no EA twin or no EA model for
@@ -190,8 +202,6 @@ def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) ->
                 "transformers' own model and needs a vanilla checkpoint (e.g. the one this was converted from). Use "
                 "--model_type ea to fine-tune it."
             )
-        if overrides:
-            logger.warning(f"--model_type vanilla: ignoring the EA switches {overrides}.")
         config = AutoConfig.from_pretrained(config_source, **remote_code, **hub, **config_kwargs)
         model_class, kind, load_kwargs = auto_class, "vanilla", remote_code
     else:

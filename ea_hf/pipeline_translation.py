@@ -68,6 +68,15 @@ def _is_marian(config) -> bool:
     return "marian" in (getattr(config, "model_type", "") or "").lower()
 
 
+def _new_tokens(params: dict) -> tuple[str, int] | None:
+    """The generation parameter in `params` that bounds the output, and how many new tokens it allows."""
+    if params.get("max_new_tokens") is not None:
+        return "max_new_tokens", params["max_new_tokens"]
+    if params.get("max_length") is not None:
+        return "max_length", params["max_length"] - 1  # an encoder-decoder's max_length counts the start token
+    return None
+
+
 class TranslationPipeline(Pipeline):
     """Translate text with any seq2seq LM (`AutoModelForSeq2SeqLM`): T5-style, Marian-style, or an EA model.
 
@@ -92,7 +101,8 @@ class TranslationPipeline(Pipeline):
         return_tensors: return `{"translation_token_ids": tensor}` instead of text.
         clean_up_tokenization_spaces, skip_special_tokens (default True): passed to `tokenizer.decode`.
         anything else (`max_new_tokens`, `num_beams`, `do_sample`, `num_return_sequences`, `generation_config`, ...):
-            passed to `model.generate`.
+            passed to `model.generate`. A decoder with a position table (Marian's `max_position_embeddings` N) adds
+            at most N tokens: a longer default length is cut to N, and asking for more is a `ValueError`.
     """
 
     _load_tokenizer = True
@@ -244,11 +254,43 @@ class TranslationPipeline(Pipeline):
 
     def _forward(self, model_inputs, **generate_kwargs):
         in_b = model_inputs["input_ids"].shape[0]
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **self._length_cap(generate_kwargs))
         output = self.model.generate(**model_inputs, **generate_kwargs)
         output_ids = output.sequences if isinstance(output, ModelOutput) else output
         out_b = output_ids.shape[0]
         return {"output_ids": output_ids.reshape(in_b, out_b // in_b, *output_ids.shape[1:])}
+
+    def _decoder_positions(self) -> int | None:
+        """How many new tokens the decoder's position table allows: its `max_position_embeddings` N (the start
+        token and the first N - 1 new tokens fill it; the last one is never fed back). None for a model without a
+        table: T5-style (relative positions) or decoder-only."""
+        config = self.model.config
+        if _is_t5(config) or not getattr(config, "is_encoder_decoder", False):
+            return None
+        return getattr(config, "max_position_embeddings", None)
+
+    def _length_cap(self, generate_kwargs: dict) -> dict:
+        """`{"max_new_tokens": N}` where the length that would apply without the user's asking (the model's
+        generation config's, or the pipeline's default) runs past the decoder's N positions; {} otherwise. Raises a
+        `ValueError` where the call or init parameters ask for more than N new tokens."""
+        limit = self._decoder_positions()
+        if limit is None:
+            return {}
+        if "generation_config" not in generate_kwargs:
+            generate_kwargs = {**self._generate_kwargs, **generate_kwargs}
+        user_config = generate_kwargs.get("generation_config")
+        asked = _new_tokens({**(user_config.to_diff_dict() if user_config is not None else {}), **generate_kwargs})
+        if asked is not None:
+            name, new_tokens = asked
+            if new_tokens > limit:
+                raise ValueError(
+                    f"{name} asks for {new_tokens} new tokens, but the decoder of this model has {limit} positions"
+                    f" (max_position_embeddings): pass max_new_tokens={limit} or less."
+                )
+            return {}
+        params = self._get_set_generation_params(generate_kwargs)
+        applied = _new_tokens(params) or _new_tokens(self._generation_defaults)
+        return {"max_new_tokens": limit} if applied is not None and applied[1] > limit else {}
 
     def postprocess(
         self, model_outputs, return_tensors=False, clean_up_tokenization_spaces=None, skip_special_tokens=True

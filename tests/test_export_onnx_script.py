@@ -172,3 +172,9 @@ def test_refuses_what_is_not_an_ea_folder(tmp_path):
     with pytest.raises(SystemExit, match=found):
         export_onnx.main([str(tmp_path / "bert"), str(tmp_path / "model.onnx")])
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_mistyped_folder_names_what_its_parent_holds(tmp_path):
+    (tmp_path / "ea-model").mkdir()
+    with pytest.raises(SystemExit, match=r"folder .*ea-modle: no such folder \(.* holds ea-model\)"):
+        export_onnx.main([str(tmp_path / "ea-modle"), str(tmp_path / "model.onnx")])

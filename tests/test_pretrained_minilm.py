@@ -72,8 +72,14 @@ def test_convert_checkpoint_script(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Converting a vanilla `bert` config" in result.stderr
+    assert len((result.stdout + result.stderr).splitlines()) <= 5  # what was converted, what is new, where saved
+    assert "New: the EA convolutions, 10 tensors (6,540 parameters)." in result.stdout
+    assert result.stdout.splitlines()[-1].startswith(f"Saved to {out}: ")
     model = EABertModel.from_pretrained(out)
     assert (model.config.ea_alpha, model.config.ea_beta) == (0.3, 0.2)
     assert (out / "tokenizer.json").exists() and (out / "modeling_ea_bert.py").exists()
     result = subprocess.run([sys.executable, str(script), MINILM, str(out)], capture_output=True, text=True)
     assert result.returncode != 0 and "not empty" in result.stderr
+    result = subprocess.run([sys.executable, str(script), MINILM + "x", str(tmp_path / "new")], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode != 0 and result.stderr.count("\n") == 1 and "no such folder" in result.stderr

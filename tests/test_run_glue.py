@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from huggingface_hub import ModelCard
 from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer, BertConfig, TrainingArguments
 
 import ea_hf
 from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
 from scripts.examples import run_glue
 from scripts.examples.run_glue import DataTrainingArguments, glue_metrics, main, parse_args, sentence_keys
+from scripts.release import push_to_hub
 
 
 RUN_GLUE = Path(run_glue.__file__)
@@ -507,8 +509,10 @@ def test_load_model_picks_the_ea_class_of_the_auto_class(checkpoint, ea_run, tmp
     classifier = load_model(ModelArguments(str(ea_run[0]), ea_activation="gelu"), transformers.AutoModel)
     assert type(classifier) is ea_hf.EABertModel and classifier.config.ea_alpha == 0.2  # kept from the checkpoint
     assert classifier.config.ea_activation == "gelu"
-    vanilla = load_model(ModelArguments(str(checkpoint), model_type="vanilla", ea_alpha=0.3), AutoModelForMaskedLM)
+    vanilla = load_model(ModelArguments(str(checkpoint), model_type="vanilla"), AutoModelForMaskedLM)
     assert type(vanilla) is transformers.BertForMaskedLM
+    with pytest.raises(ValueError, match=r"--ea_alpha with --model_type vanilla: .* Drop it, or use --model_type ea"):
+        ModelArguments(str(checkpoint), model_type="vanilla", ea_alpha=0.3)
     with pytest.raises(ValueError, match="ea_bert has no model for AutoModelForSeq2SeqLM; it has: AutoModel, "):
         load_model(ModelArguments(str(checkpoint)), AutoModelForSeq2SeqLM)
     transformers.RobertaConfig(
@@ -617,3 +621,26 @@ def test_processes_that_do_not_form_a_group_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=r"2 processes were launched but form a group of 1.*--use_cpu true"):
         check_launch(training_args(tmp_path))
+
+
+def test_a_tokenizer_of_another_model_is_refused_and_ea_switches_with_vanilla(checkpoint, data, tmp_path):
+    small = tmp_path / "small-bert"  # 99 embeddings; the MiniLM tokenizer has 30,522 ids
+    transformers.BertForSequenceClassification(
+        BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    ).save_pretrained(small)
+    argv = glue_args(small, tmp_path / "out", "--do_train", "--tokenizer_name", str(checkpoint), data=data)
+    with pytest.raises(
+        ValueError, match=r"has 30,522 ids, the model .* 99 embeddings\. Pass the model's own tokenizer"
+    ):
+        main(argv)
+    with pytest.raises(ValueError, match=r"--ea_beta with --model_type vanilla: .* Drop it, or use --model_type ea"):
+        main(glue_args(checkpoint, tmp_path / "out", "--model_type", "vanilla", "--ea_beta", "0.5", data=data))
+
+
+def test_the_folder_works_without_ea_hf_and_is_ready_for_the_hub(checkpoint, data, tmp_path):
+    output_dir = tmp_path / "out"
+    main(glue_args(checkpoint, output_dir, "--do_train", "--do_eval", "--max_steps", "2", "--card_dataset",
+                   "org/reviews", data=data))  # fmt: skip
+    card = ModelCard.load(output_dir / "README.md").data
+    assert card.pipeline_tag == "text-classification" and card.license == "apache-2.0" and len(card.widget) == 2
+    push_to_hub.verify(output_dir, "org/ea-bert")  # runs the widget in an interpreter without ea_hf

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
@@ -24,6 +25,7 @@ from scripts.examples.run_image_classification import (
     random_resized_crop_box,
     store_position_embeddings,
 )
+from scripts.release import push_to_hub
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "restore_library_logging")
@@ -146,6 +148,9 @@ def test_grid_conv_other_image_size_and_train_val_split(checkpoint, images, tmp_
     assert [p["label"] for p in predictions] and set(p["label"] for p in predictions) <= set(
         config["id2label"].values()
     )
+    classifier = transformers.pipeline("image-classification", model=str(output_dir))
+    for mode in ("L", "RGBA"):  # the saved processor converts them to RGB
+        assert len(classifier(Image.new(mode, (40, 60)))) == len(predictions)
     assert results(output_dir, "eval")["eval_samples"] == 5  # 25% of 18 images, rounded up
     assert results(output_dir, "train")["train_samples"] == 13
 
@@ -221,3 +226,13 @@ def test_bad_inputs_fail_before_training(checkpoint, images, tmp_path):
     with pytest.raises(ValueError, match="Need either a dataset name"):
         DataTrainingArguments()
     assert not output_dir.exists()  # nothing was trained or written
+
+
+def test_the_folder_works_without_ea_hf_and_is_ready_for_the_hub(checkpoint, images, tmp_path):
+    output_dir = tmp_path / "out"
+    argv = image_args(checkpoint, output_dir, "--do_train", "--do_eval", "--hub_model_id", "org/ea-vit",
+                      "--card_dataset", "org/shapes", train=images["train"])  # fmt: skip
+    main(argv)
+    card = ModelCard.load(output_dir / "README.md").data
+    assert card.pipeline_tag == "image-classification" and card.license == "apache-2.0" and len(card.widget) == 2
+    push_to_hub.verify(output_dir, "org/ea-vit")  # runs the widget in an interpreter without ea_hf

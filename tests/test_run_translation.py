@@ -11,11 +11,13 @@ import datasets
 import pytest
 import torch
 import transformers
+from huggingface_hub import ModelCard
 from transformers import MarianConfig, MarianMTModel, T5Config, T5ForConditionalGeneration
 
 from scripts.examples import run_translation
 from scripts.examples.run_translation import DataTrainingArguments, main, parse_args
 from scripts.examples.train_tokenizers import train_marian_tokenizer, train_t5_tokenizer
+from scripts.release import push_to_hub
 
 
 pytestmark = [
@@ -254,3 +256,31 @@ def test_hub_record_without_a_language_is_named_by_row(marian_checkpoint, tmp_pa
     argv = translation_args(marian_checkpoint, tmp_path / "out", "--do_train", "--dataset_name", "wmt16", data={})
     with pytest.raises(ValueError, match=r"without a 'es' text \(wmt16 train, row 2\)"):
         main(argv)
+
+
+def test_a_tokenizer_of_another_model_is_refused_before_training(t5_checkpoint, marian_checkpoint, data, tmp_path):
+    argv = translation_args(marian_checkpoint, tmp_path / "out", "--do_train", "--tokenizer_name", str(t5_checkpoint),
+                            data=data)  # fmt: skip
+    fix = (
+        r"Pass the model's own tokenizer with --tokenizer_name, or train one .* scripts/examples/train_tokenizers\.py"
+    )
+    with pytest.raises(ValueError, match=rf"tokenizer of .* has \d+ ids, the model .* \d+ embeddings\. {fix}"):
+        main(argv)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_ea_switches_with_a_vanilla_model_are_refused(marian_checkpoint, data, tmp_path):
+    argv = translation_args(marian_checkpoint, tmp_path / "out", "--do_train", "--model_type", "vanilla",
+                            "--ea_alpha", "0.3", "--ea_beta", "0.5", data=data)  # fmt: skip
+    with pytest.raises(ValueError, match=r"--ea_alpha, --ea_beta with --model_type vanilla: .* Drop them"):
+        main(argv)
+
+
+def test_the_folder_works_without_ea_hf_and_is_ready_for_the_hub(marian_checkpoint, data, tmp_path):
+    output_dir = tmp_path / "out"
+    argv = translation_args(marian_checkpoint, output_dir, "--do_train", "--do_eval", "--predict_with_generate",
+                            "--card_dataset", "org/verses", data=data)  # fmt: skip
+    main(argv)
+    card = ModelCard.load(output_dir / "README.md").data
+    assert card.pipeline_tag == "translation" and card.license == "apache-2.0" and len(card.widget) == 2
+    push_to_hub.verify(output_dir, "org/ea-marian")  # runs the widget in an interpreter without ea_hf

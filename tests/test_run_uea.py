@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard
 
 from ea_hf.time_series import TimeSeriesDataset, write_ts
 from scripts.examples.run_uea import RECIPE, main, parse_args
+from scripts.release import push_to_hub
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,28 @@ def test_an_argument_file_gives_the_arguments_of_the_command_line(tmp_path, monk
         assert (model_args.model_type, data_args.seeds, training_args.num_train_epochs) == ("dc", [0, 1], 3)
         assert training_args.learning_rate == RECIPE["learning_rate"] and training_args.load_best_model_at_end
         assert (model_args, data_args, training_args) == from_command_line
+
+
+def test_ea_switches_of_a_model_without_ea_are_refused(data_dir, tmp_path):
+    argv = ["--dataset_name", "Toy", "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match=r"--ea_alpha with --model_type dc: only ea_dc has evolving attention"):
+        main([*argv, "--model_type", "dc", "--ea_alpha", "0.5"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelled_dataset_is_told_from_missing_files(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"--dataset_name Toi: unknown dataset \(did you mean Toy\?\)") as error:
+        main(["--dataset_name", "Toi", "--data_dir", str(data_dir), "--output_dir", str(tmp_path)])
+    assert "aeon" not in str(error.value)
+    with pytest.raises(FileNotFoundError, match="--data_dir .*nowhere: no such folder"):
+        main(["--dataset_name", "Toy", "--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)])
+
+
+def test_a_seed_folder_works_without_ea_hf_and_is_ready_for_the_hub(data_dir, tmp_path):
+    argv = ["--dataset_name", "Toy", "--data_dir", str(data_dir), "--num_train_epochs", "2", "--use_cpu", "true",
+            "--hub_model_id", "org/ea-dc-toy", "--output_dir", str(tmp_path)]  # fmt: skip
+    main(argv)
+    card = ModelCard.load(tmp_path / "seed_0" / "README.md").data
+    assert card.pipeline_tag == "time-series-classification" and card.license == "apache-2.0"
+    assert len(card.widget) == 3 and "evolving-attention" in card.tags
+    push_to_hub.verify(tmp_path / "seed_0", "org/ea-dc-toy")  # runs the widget in an interpreter without ea_hf

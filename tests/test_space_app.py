@@ -1,8 +1,11 @@
 """The Space app (`spaces/ea-hf-demo/app.py`) serving tiny checkpoint folders, started in a fresh interpreter where
 ea_hf cannot be imported (the checkpoints load as remote code) and queried through gradio_client: every endpoint
-answers as the same pipeline run here, and a missing checkpoint gives an error from its own endpoint only."""
+answers as the same pipeline run here; a missing checkpoint gives an error from its own endpoint only, which (like
+its tab) says how to build it; an exception inside a pipeline call reaches the user as a readable error."""
 
 import copy
+import importlib.util
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from ea_hf import (
     EADCTransformerConfig,
     EADCTransformerForTimeSeriesClassification,
 )
+from scripts.release import build_checkpoints
 
 from ea_model_tester import BLOCK_EA_HF
 from test_pipelines import save_tiny, save_tiny_vit
@@ -86,6 +90,8 @@ def checkpoints(tmp_path_factory, ea_marian):  # noqa: F811
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / "image.png")
+    Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(root / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)).save(root / "rgba.png")
     np.savetxt(root / "series.csv", rng.normal(size=(11, 3)), delimiter=",", fmt="%.6g")
     return root
 
@@ -188,9 +194,11 @@ def test_translate(client, checkpoints):
 
 
 def test_classify_image(client, checkpoints):
+    """Colour, grey and RGBA images: the app hands the pipeline RGB images (the image processor wants 3 channels)."""
     classifier = pipeline("image-classification", model=str(checkpoints / "ea-vit-small-patch14-fashion-mnist"))
-    answer = client.predict(gradio_client.handle_file(checkpoints / "image.png"), api_name="/classify_image")
-    assert_same_confidences(answer, classifier(Image.open(checkpoints / "image.png"), top_k=5))
+    for name in ("image.png", "grey.png", "rgba.png"):
+        answer = client.predict(gradio_client.handle_file(checkpoints / name), api_name="/classify_image")
+        assert_same_confidences(answer, classifier(Image.open(checkpoints / name).convert("RGB"), top_k=5))
 
 
 def test_classify_series(client, checkpoints):
@@ -213,11 +221,53 @@ def test_bad_input_is_an_error_of_its_endpoint(client, checkpoints, tmp_path):
         client.predict(" ", api_name="/translate")
 
 
+def test_an_exception_inside_a_pipeline_call_is_a_readable_error(client):
+    """The tiny stand-in's tokenizer allows 512 tokens, its model 128 positions: a long review fails inside the
+    pipeline call, and the user reads why and what to do; the endpoint keeps working."""
+    with pytest.raises(gradio_client.exceptions.AppError) as error:
+        client.predict("a long review " * 60, api_name="/classify_text")
+    message = str(error.value)
+    assert "Classifying with ea-minilm-l6-rotten-tomatoes failed: ValueError: Sequence length" in message
+    assert "exceeds max_position_embeddings=128" in message
+    assert "Try another input; if every input fails, rebuild ea-minilm-l6-rotten-tomatoes with `make demo`" in message
+    assert client.predict(TEXTS[0], api_name="/classify_text")["confidences"]
+
+
 def test_missing_checkpoint_fails_only_its_endpoint(client, checkpoints):
     series = gradio_client.handle_file(checkpoints / "series.csv")
+    build = f"`make demo`, then `.venv/bin/python -m scripts.release.build_checkpoints {MISSING}`"
     for _ in range(2):  # a failed load is not cached as a success, nor does it break the app
-        with pytest.raises(gradio_client.exceptions.AppError, match=MISSING):
+        with pytest.raises(gradio_client.exceptions.AppError) as error:
             client.predict("BasicMotions", series, api_name="/classify_series")
+        assert f"Checkpoint {MISSING} is not built: there is no folder {checkpoints / MISSING}" in str(error.value)
+        assert f"Build it in the ea-hf repository with {build}" in str(error.value)
     assert client.predict("JapaneseVowels", series, api_name="/classify_series")["confidences"]
     assert client.predict(TEXTS[0], api_name="/classify_text")["confidences"]
     assert isinstance(client.predict(*SENTENCES, api_name="/similarity"), float)
+
+
+def test_tabs_say_how_to_build_their_missing_checkpoint(client):
+    texts = [c.get("props", {}).get("value") for c in client.config["components"] if c.get("type") == "markdown"]
+    notes = [text for text in texts if isinstance(text, str) and "Not available yet" in text]
+    assert len(notes) == 1  # the time-series tab, for MISSING only
+    assert f"`{MISSING}` is not built. Build it with `make demo`, then `.venv/bin/python -m" in notes[0]
+
+
+def test_build_commands_name_real_checkpoints(monkeypatch):
+    """Every checkpoint the app serves is one that `scripts.release.build_checkpoints` builds, as the app says."""
+    monkeypatch.setenv("EA_HF_MODEL_DIR", "checkpoints")
+    spec = importlib.util.spec_from_file_location("space_app", APP)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    names = [
+        app.SENTIMENT_MODEL,
+        app.EMBEDDING_MODEL,
+        app.TRANSLATION_MODEL,
+        app.IMAGE_MODEL,
+        *app.SERIES_MODELS.values(),
+    ]
+    assert sorted(names) == sorted(build_checkpoints.CHECKPOINTS)
+    assert app.build_command(app.SENTIMENT_MODEL) == "`make demo`"  # scripts/release/demo.py builds it
+    for name in names[1:]:
+        command = re.search(r"`(\.venv/bin/python -m [^`]*)`", app.build_command(name)).group(1)
+        assert command.split()[1:] == ["-m", "scripts.release.build_checkpoints", name]

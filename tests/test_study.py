@@ -94,11 +94,27 @@ def test_a_run_recorded_with_another_recipe_is_run_again(tmp_path, monkeypatch):
     study.main(argv)
     calls = (output / "calls.txt").read_text().splitlines()
     task.recipe = {"epochs": 2}
-    assert study.main([*argv, "--report"])["tasks"] == {}  # runs of the earlier budget are not reported
+    fresh = ["--results_dir", str(tmp_path / "fresh")]  # the report of the earlier budget is never replaced
+    assert study.main([*argv, *fresh, "--report"])["tasks"] == {}  # runs of the earlier budget are not reported
     assert study.main(argv)["tasks"]["fake"]["recipe"] == {"epochs": 2}
     assert (output / "calls.txt").read_text().splitlines() == calls * 2  # every run again, once
     record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
     assert record["recipe"] == {"epochs": 2}
+
+
+def test_a_report_is_never_replaced_by_an_empty_or_partial_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "TASKS", {"fake": fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)})
+    results_dir = tmp_path / "report"
+    study.main(["--output_dir", str(tmp_path / "runs"), "--results_dir", str(results_dir), "--jobs", "1"])
+    before = {path.name: path.read_bytes() for path in results_dir.iterdir()}
+    with pytest.raises(SystemExit) as refusal:  # a fresh clone: no runs on disk
+        study.main(["--output_dir", str(tmp_path / "none"), "--results_dir", str(results_dir), "--report"])
+    assert (
+        refusal.value.code != 0
+        and "fake (EA)" in str(refusal.value)
+        and "scripts.research.study fake" in str(refusal.value)
+    )
+    assert {path.name: path.read_bytes() for path in results_dir.iterdir()} == before
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):

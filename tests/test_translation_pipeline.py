@@ -406,3 +406,33 @@ def test_saved_folder_loads_as_remote_code_without_ea_hf(marian, t5, ea_t5, ea_m
     expected["resaved"] = expected["t5_via_save_pretrained"]  # the last folder loaded, saved again
     remote = json.loads((tmp_path / "remote.json").read_text())
     assert remote == expected
+
+
+@pytest.fixture(scope="module")
+def short_ea_marian(marian):
+    """EA-Marian whose decoder has only 8 positions (the tokenizer's model_max_length stays 64)."""
+    model, tokenizer = marian
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
+    config = EAMarianConfig(**{**fields, "max_position_embeddings": 8}, ea_alpha=0.5, ea_beta=0.5)
+    return randomize(EAMarianMTModel(config)), tokenizer
+
+
+def test_generation_length_is_capped_by_the_decoder_positions(short_ea_marian, t5):
+    """The default length (256 new tokens) is cut to the decoder's 8 positions; asking for more is refused before
+    generating; a T5 (relative positions) is not capped."""
+    never_stop = {"suppress_tokens": [EOS], "return_tensors": True}
+    translator = translation_pipeline(short_ea_marian)
+    assert len(translator("red bird", **never_stop)[0]["translation_token_ids"]) == 8 + 1  # start token + 8
+    assert len(translator("red bird", max_new_tokens=8, **never_stop)[0]["translation_token_ids"]) == 9
+    assert len(translator("red bird", max_new_tokens=3, **never_stop)[0]["translation_token_ids"]) == 4
+    for kwargs in ({"max_new_tokens": 9}, {"max_length": 10}):
+        with pytest.raises(ValueError, match="decoder of this model has 8 positions.*max_new_tokens=8"):
+            translator("red bird", **kwargs)
+    with pytest.raises(ValueError, match="asks for 9 new tokens"):
+        translation_pipeline(short_ea_marian, max_new_tokens=9)("red bird")
+    model = copy.deepcopy(short_ea_marian[0])
+    model.generation_config.max_new_tokens = 50  # the checkpoint's own setting is capped too
+    capped = translation_pipeline((model, short_ea_marian[1]))("red bird", **never_stop)
+    assert len(capped[0]["translation_token_ids"]) == 9
+    long_t5 = translation_pipeline(t5)("red bird", max_new_tokens=70, **never_stop)
+    assert len(long_t5[0]["translation_token_ids"]) == 71

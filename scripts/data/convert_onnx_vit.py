@@ -20,10 +20,10 @@ and the 37x37 grid (`onnx::Reshape_<n>`, [1, 1369, 384]). They get their names b
 The ViT layer has no LayerScale, so each gamma is folded into the projection before it: gamma1 into the rows and bias
 of `attention.o_proj`, gamma2 into those of `mlp.fc2` (gamma * (W x + b) = (gamma W) x + gamma b). The folder holds
 the weights, a `ViTConfig` (image_size 518, the 37x37 grid; call the model with `interpolate_pos_encoding=True` at
-other sizes) and a `ViTImageProcessor` config (224 x 224 bicubic, ImageNet mean and std, as DINOv2 uses). Before
-saving, the model is checked against onnxruntime on a random 224 x 224 input. DINOv2 has no pooler, so the folder has
-none: load it with `ViTModel.from_pretrained(folder, add_pooling_layer=False)` (the classification heads need nothing
-extra).
+other sizes) and a `ViTImageProcessor` config of the same size (518 x 518 bicubic; ImageNet mean and std, as DINOv2
+uses), so that `model(**processor(image))` and `pipeline` work as they are. Before saving, the model is checked
+against onnxruntime on a random 224 x 224 input. DINOv2 has no pooler, so the folder has none: load it with
+`ViTModel.from_pretrained(folder, add_pooling_layer=False)` (the classification heads need nothing extra).
 """
 
 import argparse
@@ -88,13 +88,15 @@ def vit_small_dinov2_config() -> ViTConfig:
     )
 
 
-def dinov2_image_processor() -> ViTImageProcessorPil:
-    """Resize to 224 x 224 (bicubic), scale to [0, 1], normalise with the ImageNet mean and std."""
+def dinov2_image_processor(image_size: int) -> ViTImageProcessorPil:
+    """Convert to RGB (grey and RGBA images too), resize to `image_size` squares (bicubic), scale to [0, 1],
+    normalise with the ImageNet mean and std."""
     return ViTImageProcessorPil(
-        size={"height": CHECK_SIZE, "width": CHECK_SIZE},
+        size={"height": image_size, "width": image_size},
         resample=PILImageResampling.BICUBIC,
         image_mean=IMAGENET_MEAN,
         image_std=IMAGENET_STD,
+        do_convert_rgb=True,
     )
 
 
@@ -201,7 +203,7 @@ def convert_onnx_vit(onnx_path: str | None, output_dir: str) -> str:
         raise ValueError(f"converted model differs from the ONNX model: max abs diff {max_abs_diff:.2e}")
 
     model.save_pretrained(output_dir)
-    dinov2_image_processor().save_pretrained(output_dir)
+    dinov2_image_processor(config.image_size).save_pretrained(output_dir)
     logger.info(f"Saved ViTModel and image processor to {output_dir}")
     return output_dir
 

@@ -18,10 +18,31 @@ config_sentence_transformers.json and module subfolders (1_Pooling, 2_Dense, ...
 """
 
 import argparse
+import json
+import math
+import os
 
+from safetensors import safe_open
 from transformers.utils import logging
 
 from ea_hf import convert_checkpoint
+
+
+def summary(source: str, output_dir: str) -> str:
+    """A few lines: what was converted, what is new (the EA convolutions), where it was saved."""
+    with open(os.path.join(output_dir, "config.json"), encoding="utf-8") as file:
+        config = json.load(file)
+    ea = ", ".join(f"{key}={value}" for key, value in config.items() if key.startswith("ea_"))
+    with safe_open(os.path.join(output_dir, "model.safetensors"), "pt") as weights:
+        new = [key for key in weights.keys() if ".evolving_attention.conv." in key]
+        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in new)
+    return "\n".join(
+        [
+            f"Converted {source} into {config['architectures'][0]} ({config['model_type']}: {ea}).",
+            f"New: the EA convolutions, {len(new)} tensors ({parameters:,} parameters).",
+            f"Saved to {output_dir}: {', '.join(sorted(os.listdir(output_dir)))}",
+        ]
+    )
 
 
 def main(argv=None):
@@ -35,8 +56,13 @@ def main(argv=None):
     parser.add_argument("--ea_conv", choices=["raster", "grid"], help="ViT only: raster-order or 2-D grid conv")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k.startswith("ea_") and v is not None}
-    logging.set_verbosity_info()
-    print(convert_checkpoint(args.source, args.output_dir, **overrides))
+    logging.set_verbosity_error()  # transformers' logs print the config twice, and a load report: summary() says it
+    logging.disable_progress_bar()
+    try:
+        output_dir = convert_checkpoint(args.source, args.output_dir, **overrides)
+    except (FileNotFoundError, FileExistsError) as error:  # a mistyped source, a used output folder
+        raise SystemExit(f"convert_checkpoint.py: error: {error}") from None
+    print(summary(args.source, output_dir))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from ea_hf import (
     EAMarianConfig,
     EAT5Config,
     EAViTConfig,
+    check_model_source,
     ea_model_classes,
 )
 
@@ -71,8 +72,12 @@ def fail(message: str):
 
 def load_model(folder: Path) -> torch.nn.Module:
     """The EA model in `folder` with the head its config names (`ea_hf.ea_model_classes`), float32, eval mode."""
+    try:
+        check_model_source(folder, what="folder")  # names what the nearest existing parent holds
+    except FileNotFoundError as error:
+        fail(str(error))
     if not folder.is_dir():
-        fail(f"{folder}: no such folder.")
+        fail(f"{folder}: not a folder.")
     if not (folder / "config.json").is_file():
         fail(f"{folder}: not a saved model folder (no config.json).")
     saved = json.loads((folder / "config.json").read_text())

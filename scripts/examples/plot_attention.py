@@ -12,7 +12,8 @@ Both folders load with `AutoModel` (the EA one through `import ea_hf`, the vanil
 processor. The figure has a row per model and a column per layer, each cell the first example's [L, L] attention
 probabilities (queries down, keys across; the mean over heads or `--head N`) on one colour scale shared by the whole
 figure; `--cls_to_grid` draws, for an image, the CLS token's attention to the patches on the patch grid instead.
-Writes the PNG and prints its path.
+Writes the PNG (`--output`, default `outputs/attention_maps.png`; an existing file only with `--overwrite`) and
+prints its path. Grey and RGBA images are converted to RGB.
 """
 
 import argparse
@@ -22,7 +23,11 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 import ea_hf  # noqa: F401  (registers the EA models with AutoModel)
+from ea_hf import check_model_source
 from ea_hf.attention_maps import collect_attentions, plot_attention_maps
+
+
+DEFAULT_OUTPUT = Path("outputs") / "attention_maps.png"  # outputs/ is git-ignored
 
 
 def head_index(value: str) -> str | int:
@@ -47,10 +52,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--cls_to_grid", action="store_true", help="images: the CLS token's attention on the patch grid"
     )
     parser.add_argument("--title", default=None, help="the figure's title")
-    parser.add_argument("--output", type=Path, default=Path("attention_maps.png"), help="the PNG to write")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"the PNG to write (default: {DEFAULT_OUTPUT})"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     for name in ("ea_model", "vanilla_model"):
         folder = getattr(args, name)
+        try:
+            check_model_source(folder, what=f"--{name}")
+        except FileNotFoundError as error:
+            parser.error(f"not a model folder: {error}")
         if not (folder / "config.json").is_file():
             parser.error(f"--{name} {folder}: not a model folder (no config.json).")
     if args.image is not None and not args.image.is_file():
@@ -59,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--cls_to_grid is for images: pass --image.")
     if args.output.suffix.lower() != ".png":
         parser.error(f"--output {args.output}: expected a .png file.")
+    if args.output.exists() and not args.overwrite:
+        parser.error(f"--output {args.output} exists: pass --overwrite to replace it, or choose another --output.")
     return args
 
 

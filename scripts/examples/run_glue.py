@@ -25,6 +25,12 @@ validation_mismatched (`_mm` metrics). Outputs in `--output_dir`: the model (an 
 `auto_map`), tokenizer, `train_results.json`, `eval_results.json`, `all_results.json`, `trainer_state.json`, a model
 card, and with `--do_predict` `predict_results_<task>.txt` (`predict_results_None.txt` without a task, as
 transformers names it). A run resumes from the last complete checkpoint in `--output_dir`.
+
+The model card (also the one `--push_to_hub` uploads) has what `scripts/release/push_to_hub.py` checks: the
+`pipeline_tag`, `--license` (apache-2.0), the dataset (`--task_name`, `--dataset_name`, or `--card_dataset` for local
+files) and, for one-sentence classification, widget examples: the first `--widget_examples` validation sentences
+with the outputs the trained model gives. A tokenizer with more ids than the model has embeddings, and EA switches
+with `--model_type vanilla`, are refused before anything is trained.
 """
 
 import logging
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import transformers
+from huggingface_hub import ModelCard
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import (
@@ -55,6 +62,8 @@ from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoin
 
 
 logger = logging.getLogger(__name__)
+
+VOCABULARY_PADDING = 128  # a model's vocabulary may be padded up to a multiple of this (T5: 32,100 -> 32,128)
 
 GLUE_DATASET = "nyu-mll/glue"
 DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}  # file extension -> `datasets` builder
@@ -106,6 +115,14 @@ class DataTrainingArguments:
     train_file: str | None = field(default=None, metadata={"help": "A csv or a json file of training data."})
     validation_file: str | None = field(default=None, metadata={"help": "A csv or a json file of validation data."})
     test_file: str | None = field(default=None, metadata={"help": "A csv or a json file of test data."})
+    license: str = field(default="apache-2.0", metadata={"help": "The model card's license (a Hub license id)."})
+    card_dataset: str | None = field(
+        default=None,
+        metadata={"help": "The Hub dataset id the model card names for --train_file data (--dataset_name: that one)."},
+    )
+    widget_examples: int = field(
+        default=2, metadata={"help": "Sentences of the card's widget (the first validation ones, else training)."}
+    )
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -275,6 +292,42 @@ def _correlation(function, predictions, references) -> float:
     return float(function(predictions, references)[0])
 
 
+class CardTrainer(Trainer):
+    """A Trainer whose model card (also the one `push_to_hub` writes) has `card_metadata` too: the pipeline_tag and
+    widget that the Hub and `scripts/release/push_to_hub.py` read."""
+
+    card_metadata: dict = {}
+
+    def create_model_card(self, **kwargs):
+        super().create_model_card(**kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and os.path.isfile(path):
+            card = ModelCard.load(path)
+            for key, value in self.card_metadata.items():
+                if value:
+                    setattr(card.data, key, value)
+            card.save(path)
+
+
+def check_tokenizer(tokenizer, model, model_args: ModelArguments) -> None:
+    """Refuse a tokenizer with more ids than the model has embeddings (another model's tokenizer: its ids would index
+    embeddings the model does not have); warn when the model's vocabulary is much larger than the tokenizer's."""
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    embeddings, ids = model.get_input_embeddings().weight.shape[0], len(tokenizer)
+    sizes = (
+        f"the tokenizer of {source} has {ids:,} ids, the model {model_args.model_name_or_path} {embeddings:,} "
+        "embeddings"
+    )
+    fix = (
+        "Pass the model's own tokenizer with --tokenizer_name, or train one for your data with "
+        "scripts/examples/train_tokenizers.py and a model of that vocabulary."
+    )
+    if ids > embeddings:
+        raise ValueError(f"The tokenizer does not match the model: {sizes}. {fix}")
+    if embeddings - ids > VOCABULARY_PADDING:
+        logger.warning(f"The tokenizer may not match the model: {sizes}. {fix}")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
@@ -342,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trust_remote_code=model_args.trust_remote_code,
     )
     model = load_model(model_args, AutoModelForSequenceClassification, num_labels=num_labels)
+    check_tokenizer(tokenizer, model, model_args)
     # The loss is a mean over the batch: without the flag, Trainer takes a vanilla head's loss for a sum and scales
     # it wrong under gradient accumulation (EA heads set it themselves; set here, EA-vs-vanilla comparisons are fair)
     model.accepts_loss_kwargs = False
@@ -416,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         multiple = 8 if training_args.fp16 or training_args.bf16 else None
         data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
-    trainer = Trainer(
+    trainer = CardTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset if training_args.do_train else None,
@@ -467,12 +521,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         label = f"{item:3.3f}" if is_regression else model.config.id2label[int(item)]
                         writer.write(f"{index}\t{label}\n")
 
-    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification"}
+    widget = []
+    if training_args.do_train and keys[1] is None and not is_regression and trainer.is_world_process_zero():
+        # the outputs the saved folder gives: push_to_hub.py checks that the remote code gives them too
+        classifier = transformers.pipeline(
+            "text-classification", model=training_args.output_dir, trust_remote_code=True, device=model.device
+        )
+        examples = raw["validation"] if "validation" in raw else raw["train"]
+        for text in examples[: data_args.widget_examples][keys[0]]:
+            outputs = classifier(text, top_k=3)
+            widget.append(
+                {"text": text, "output": [{"label": o["label"], "score": round(o["score"], 4)} for o in outputs]}
+            )
+    trainer.card_metadata = {"pipeline_tag": "text-classification", "widget": widget}
+    kwargs = {
+        "finetuned_from": model_args.model_name_or_path,
+        "tasks": "text-classification",
+        "license": data_args.license,
+    }
     if data_args.task_name is not None:
         kwargs.update(
             language="en", dataset_tags="glue", dataset_args=data_args.task_name,
             dataset=f"GLUE {data_args.task_name.upper()}",
         )  # fmt: skip
+    elif data_args.dataset_name or data_args.card_dataset:
+        kwargs["dataset_tags"] = kwargs["dataset"] = data_args.dataset_name or data_args.card_dataset
     if model_args.model_type == "ea":
         kwargs["tags"] = ["evolving-attention", "custom_code"]
     if training_args.push_to_hub:

@@ -25,7 +25,8 @@ take that many rows after shuffling with `--seed` (as transformers does).
 Transforms (PIL and numpy: no torchvision): training takes a random resized crop (scale 0.08-1, aspect 3/4-4/3, as
 torchvision's `RandomResizedCrop`) and a random horizontal flip; evaluation resizes and takes the centre crop
 (`Resize` + `CenterCrop`); both rescale to [0, 1] and normalise with the image processor's `image_mean`/`image_std`.
-Grey images become RGB for a 3-channel model. The size is the image processor's (`height`/`width`, or
+Grey and RGBA images become RGB for a 3-channel model (and the saved image processor converts them too:
+`do_convert_rgb`). The size is the image processor's (`height`/`width`, or
 `shortest_edge`), or `--image_size`; when it differs from the model's `image_size`, the model is trained with
 `interpolate_pos_encoding=True`, and saved with its position embeddings interpolated to that size once and for all
 (`config.image_size` updated), so that the saved model and image processor work together as they are (`pipeline`).
@@ -34,6 +35,11 @@ Metrics (numpy): `accuracy` (top-1), and `top5_accuracy` with 5 classes or more.
 (an EA model with its code and `auto_map`), the image processor, `train_results.json`, `eval_results.json`,
 `all_results.json`, `trainer_state.json` and a model card. A run resumes from the last complete checkpoint in
 `--output_dir`.
+
+The model card (also the one `--push_to_hub` uploads) has what `scripts/release/push_to_hub.py` checks: the
+`pipeline_tag`, `--license` (apache-2.0), the dataset (`--dataset_name`, or `--card_dataset` for image folders) and,
+with `--hub_model_id`, widget examples: the first `--widget_examples` validation images under `examples/`, with the
+outputs the trained model gives. EA switches with `--model_type vanilla` are refused before anything is trained.
 """
 
 import logging
@@ -48,6 +54,7 @@ import numpy as np
 import torch
 import transformers
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -98,6 +105,17 @@ class DataTrainingArguments:
         metadata={"help": "Use only N evaluation examples, after shuffling (debugging, quicker training)."},
     )
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
+    license: str = field(default="apache-2.0", metadata={"help": "The model card's license (a Hub license id)."})
+    card_dataset: str | None = field(
+        default=None,
+        metadata={"help": "The Hub dataset id the model card names for --train_dir data (--dataset_name: that one)."},
+    )
+    widget_examples: int = field(
+        default=2,
+        metadata={
+            "help": "Images of the card's widget (the first validation ones, else training; needs --hub_model_id)."
+        },
+    )
     label_column_name: str = field(default="label", metadata={"help": "The column holding the labels."})
     image_size: int | None = field(
         default=None,
@@ -354,6 +372,23 @@ def accuracy_metrics(logits: np.ndarray, references: np.ndarray) -> dict[str, fl
     return result
 
 
+class CardTrainer(Trainer):
+    """A Trainer whose model card (also the one `push_to_hub` writes) has `card_metadata` too: the pipeline_tag and
+    widget that the Hub and `scripts/release/push_to_hub.py` read."""
+
+    card_metadata: dict = {}
+
+    def create_model_card(self, **kwargs):
+        super().create_model_card(**kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and os.path.isfile(path):
+            card = ModelCard.load(path)
+            for key, value in self.card_metadata.items():
+                if value:
+                    setattr(card.data, key, value)
+            card.save(path)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """The arguments from the command line (`argv`, default `sys.argv[1:]`), or from one `.json`/`.yaml` file."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
@@ -449,6 +484,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_processor.size = {"height": data_args.image_size, "width": data_args.image_size}
         if getattr(image_processor, "crop_size", None) is not None:
             image_processor.crop_size = {"height": data_args.image_size, "width": data_args.image_size}
+    if model.config.num_channels == 3:  # the saved processor (pipeline) turns grey and RGBA images into RGB too
+        image_processor.do_convert_rgb = True
 
     # --max_*_samples: that many rows after shuffling, as transformers' example does
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
@@ -468,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         outputs = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return accuracy_metrics(outputs, prediction.label_ids)
 
-    trainer = Trainer(
+    trainer = CardTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset if training_args.do_train else None,
@@ -502,13 +539,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
 
+    widget, repo = [], training_args.hub_model_id
+    if training_args.do_train and repo is not None and trainer.is_world_process_zero():
+        # images of the repository, with the outputs the saved folder gives (push_to_hub.py checks them again)
+        classifier = transformers.pipeline(
+            "image-classification", model=training_args.output_dir, trust_remote_code=True, device=model.device
+        )
+        examples = raw["validation"] if "validation" in raw else raw["train"]
+        examples.reset_format()  # the images as they are (training and evaluation are done)
+        os.makedirs(os.path.join(training_args.output_dir, "examples"), exist_ok=True)
+        for index in range(min(data_args.widget_examples, len(examples))):
+            name = f"examples/{index}.png"
+            path = os.path.join(training_args.output_dir, name)
+            examples[index][data_args.image_column_name].save(path)
+            outputs = classifier(path, top_k=3)
+            widget.append(
+                {
+                    "src": f"https://huggingface.co/{repo}/resolve/main/{name}",
+                    "output": [{"label": o["label"], "score": round(o["score"], 4)} for o in outputs],
+                }
+            )
+    trainer.card_metadata = {"pipeline_tag": "image-classification", "widget": widget}
     kwargs = {
         "finetuned_from": model_args.model_name_or_path,
         "tasks": "image-classification",
         "tags": ["image-classification", "vision"],
+        "license": data_args.license,
     }
-    if data_args.dataset_name is not None:
-        kwargs.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
+    dataset = data_args.dataset_name or data_args.card_dataset
+    if dataset is not None:
+        kwargs.update(dataset=dataset, dataset_tags=dataset)
         if data_args.dataset_config_name is not None:
             kwargs["dataset_args"] = data_args.dataset_config_name
     if model_args.model_type == "ea":

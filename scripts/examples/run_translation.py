@@ -26,6 +26,14 @@ the model (an EA model with its code and `auto_map`), tokenizer, `train_results.
 `predict_results.json`, `all_results.json`, `trainer_state.json`, a model card, and with `--do_predict
 --predict_with_generate` `generated_predictions.txt` (one translation a line). A run resumes from the last complete
 checkpoint in `--output_dir`.
+
+After training, the folder also holds the translation pipeline's code (`ea_hf.save_translation_pipeline`):
+`pipeline("translation", model=output_dir, trust_remote_code=True)` works where ea_hf is not installed. The model
+card (also the one `--push_to_hub` uploads) has what `scripts/release/push_to_hub.py` checks: the `pipeline_tag`,
+`--license` (apache-2.0), the dataset (`--dataset_name`, or `--card_dataset` for local files), BLEU and chrF in the
+model-index (with `--do_eval --predict_with_generate`), and widget examples: the first `--widget_examples` validation
+sources with the translations the trained model gives. A tokenizer with more ids than the model has embeddings
+(another model's), and EA switches with `--model_type vanilla`, are refused before anything is trained.
 """
 
 import logging
@@ -39,6 +47,7 @@ import numpy as np
 import pyarrow.compute as pc
 import sacrebleu
 import transformers
+from huggingface_hub import EvalResult, ModelCard
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -51,10 +60,14 @@ from transformers import (
     set_seed,
 )
 
+from ea_hf import TranslationPipeline, save_translation_pipeline
+from ea_hf.custom_pipelines import custom_pipelines_entry
 from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
 
 
 logger = logging.getLogger(__name__)
+
+VOCABULARY_PADDING = 128  # a model's vocabulary may be padded up to a multiple of this (T5: 32,100 -> 32,128)
 
 TRANSLATION_FILE_EXTENSIONS = ("json", "jsonl")
 T5_MODEL_TYPES = ("t5", "ea_t5")
@@ -124,6 +137,14 @@ class DataTrainingArguments:
     forced_bos_token: str | None = field(
         default=None,
         metadata={"help": "A token that generation forces as the first generated token (e.g. a language token)."},
+    )
+    license: str = field(default="apache-2.0", metadata={"help": "The model card's license (a Hub license id)."})
+    card_dataset: str | None = field(
+        default=None,
+        metadata={"help": "The Hub dataset id the model card names for --train_file data (--dataset_name: that one)."},
+    )
+    widget_examples: int = field(
+        default=2, metadata={"help": "Source texts of the card's widget (the first validation ones, else training)."}
     )
 
     def __post_init__(self):
@@ -262,6 +283,43 @@ def check_translations(raw: datasets.DatasetDict, sources: dict[str, str], langu
                 )
 
 
+class CardTrainer(Seq2SeqTrainer):
+    """A Seq2SeqTrainer whose model card (also the one `push_to_hub` writes) has `card_metadata` too: the
+    pipeline_tag and widget that the Hub and `scripts/release/push_to_hub.py` read."""
+
+    card_metadata: dict = {}
+
+    def create_model_card(self, **kwargs):
+        super().create_model_card(**kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and os.path.isfile(path):
+            card = ModelCard.load(path)
+            for key, value in self.card_metadata.items():
+                if value:
+                    setattr(card.data, key, value)
+            card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+            card.save(path)
+
+
+def check_tokenizer(tokenizer, model, model_args: ModelArguments) -> None:
+    """Refuse a tokenizer with more ids than the model has embeddings (another model's tokenizer: its ids would index
+    embeddings the model does not have); warn when the model's vocabulary is much larger than the tokenizer's."""
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    embeddings, ids = model.get_input_embeddings().weight.shape[0], len(tokenizer)
+    sizes = (
+        f"the tokenizer of {source} has {ids:,} ids, the model {model_args.model_name_or_path} {embeddings:,} "
+        "embeddings"
+    )
+    fix = (
+        "Pass the model's own tokenizer with --tokenizer_name, or train one for your data with "
+        "scripts/examples/train_tokenizers.py and a model of that vocabulary."
+    )
+    if ids > embeddings:
+        raise ValueError(f"The tokenizer does not match the model: {sizes}. {fix}")
+    if embeddings - ids > VOCABULARY_PADDING:
+        logger.warning(f"The tokenizer may not match the model: {sizes}. {fix}")
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments]:
@@ -338,10 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trust_remote_code=model_args.trust_remote_code,
     )
     model = load_model(model_args, AutoModelForSeq2SeqLM)
-    embedding_size = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > embedding_size:
-        logger.warning(f"Resizing the embeddings from {embedding_size} to the tokenizer's {len(tokenizer)} ids.")
-        model.resize_token_embeddings(len(tokenizer))
+    check_tokenizer(tokenizer, model, model_args)
     if model.config.decoder_start_token_id is None:
         raise ValueError(
             f"The model config of {model_args.model_name_or_path} has no decoder_start_token_id: set it (T5: the pad "
@@ -438,7 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     if (training_args.do_eval or training_args.do_predict) and not training_args.predict_with_generate:
         logger.warning("Without --predict_with_generate, evaluate and predict give the loss only (no BLEU, no chrF).")
-    trainer = Seq2SeqTrainer(
+    trainer = CardTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset if training_args.do_train else None,
@@ -490,11 +545,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 writer.write("\n".join(decode(predictions)) + "\n")
             logger.info(f"Wrote {len(predictions)} translations to {output_file}")
 
+    widget = []
+    if training_args.do_train and trainer.is_world_process_zero():
+        # the folder's pipeline then loads where ea_hf is not installed (trust_remote_code=True); the entry stays in
+        # the config, so that --push_to_hub's save keeps it
+        model.config.custom_pipelines = custom_pipelines_entry(TranslationPipeline)
+        save_translation_pipeline(model, tokenizer, training_args.output_dir)
+        examples = raw["validation"] if "validation" in raw else raw["train"]
+        sources = [prefix + pair[source_lang] for pair in examples[: data_args.widget_examples]["translation"]]
+        translate = transformers.pipeline(
+            "translation", model=training_args.output_dir, trust_remote_code=True, device=model.device
+        )
+        widget = [
+            {"text": text, "output": {"text": translate(text)[0]["translation_text"]}} for text in sources
+        ]  # what the model gives: push_to_hub.py checks that the remote code gives it too
     kwargs = {
         "finetuned_from": model_args.model_name_or_path,
         "tasks": "translation",
         "language": [source_lang, target_lang],
+        "license": data_args.license,
     }
+    if data_args.dataset_name is None and data_args.card_dataset is not None:
+        kwargs["dataset_tags"] = kwargs["dataset"] = data_args.card_dataset
     if data_args.dataset_name is not None:
         kwargs["dataset_tags"] = data_args.dataset_name
         if data_args.dataset_config_name is not None:
@@ -504,6 +576,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             kwargs["dataset"] = data_args.dataset_name
     if model_args.model_type == "ea":
         kwargs["tags"] = ["evolving-attention", "custom_code"]
+    dataset = data_args.dataset_name or data_args.card_dataset
+    scores = [metric for metric in ("bleu", "chrf") if f"eval_{metric}" in results] if dataset else []
+    trainer.card_metadata = {
+        "pipeline_tag": "translation",
+        "widget": widget,
+        "eval_results": [  # Trainer's card leaves translation out of the model-index
+            EvalResult(
+                "translation",
+                dataset,
+                dataset,
+                metric,
+                results[f"eval_{metric}"],
+                dataset_args=data_args.dataset_config_name,
+            )
+            for metric in scores
+        ],
+    }
     if training_args.push_to_hub:
         trainer.push_to_hub(**kwargs)
     else:

@@ -13,9 +13,18 @@ are `HfArgumentParser` dataclasses plus `TrainingArguments`, from the command li
 authors' recipe (`RECIPE`) fills in the training arguments not given.
 
 BasicMotions and JapaneseVowels come from the `.ts` files the `aeon` wheel bundles; any other archive dataset from
-`--data_dir`, a folder of `<Name>_TRAIN.ts` / `<Name>_TEST.ts` files (or `<Name>/` subfolders).
+`--data_dir`, a folder of `<Name>_TRAIN.ts` / `<Name>_TEST.ts` files (or `<Name>/` subfolders). A dataset name the
+folder lacks is refused before anything loads, naming the closest ones there; so are `--ea_alpha`/`--ea_beta` with
+`--model_type dc` or `tst`.
+
+A classifier's seed folder also holds the time-series pipeline's code (`ea_hf.save_time_series_pipeline`):
+`pipeline("time-series-classification", model=folder, trust_remote_code=True)` works where ea_hf is not installed.
+Its model card has what `scripts/release/push_to_hub.py` checks: the `pipeline_tag`, `--license` (apache-2.0), the
+dataset, the accuracy in the model-index and, with `--hub_model_id`, widget examples: the first `--widget_examples`
+TEST series as CSV files under `examples/`, with the outputs the trained model gives.
 """
 
+import difflib
 import json
 import logging
 import os
@@ -28,18 +37,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from huggingface_hub import EvalResult, ModelCard
+from transformers import HfArgumentParser, Trainer, TrainingArguments, pipeline, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ea_hf import EADCTransformerConfig, EADCTransformerForTimeSeriesClassification
+from ea_hf import EADCTransformerConfig, EADCTransformerForTimeSeriesClassification, save_time_series_pipeline
 from ea_hf.modeling_ea_dc_transformer import EADCTransformerForTimeSeriesRegression
 from ea_hf.modeling_tst import TSTConfig, TSTForTimeSeriesClassification, TSTForTimeSeriesRegression
-from ea_hf.time_series import Standardizer, load_uea, pad_batch, train_validation_split
+from ea_hf.time_series import AEON_HINT, Standardizer, bundled_uea_dir, load_uea, pad_batch, train_validation_split
 
 
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("ea_dc", "dc", "tst")
+EA_DEFAULTS = {"ea_alpha": 0.3, "ea_beta": 0.7}  # the authors'
 RECIPE = {  # the authors' (RAdam -> AdamW without weight decay): the defaults of the training arguments
     "num_train_epochs": 400.0, "learning_rate": 1e-3, "per_device_train_batch_size": 64,
     "per_device_eval_batch_size": 256, "max_grad_norm": 4.0, "eval_strategy": "epoch", "save_strategy": "epoch",
@@ -55,8 +66,8 @@ class ModelArguments:
         metadata={"help": "ea_dc: EA-DC-Transformer; dc: the same without EA; tst: the TST-style Transformer"},
     )
     d_model: int = field(default=64, metadata={"help": "model width (the authors tried 64 and 128)"})
-    ea_alpha: float = field(default=0.3, metadata={"help": "EA conv-branch weight (ea_dc only)"})
-    ea_beta: float = field(default=0.7, metadata={"help": "EA previous-map weight (ea_dc only)"})
+    ea_alpha: float | None = field(default=None, metadata={"help": "EA conv-branch weight (ea_dc only; default 0.3)"})
+    ea_beta: float | None = field(default=None, metadata={"help": "EA previous-map weight (ea_dc only; default 0.7)"})
     dropout: float = field(default=0.1)
 
 
@@ -66,6 +77,10 @@ class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "folder of .ts files (default: aeon's bundled ones)"})
     validation_fraction: float = field(default=0.3, metadata={"help": "share of TRAIN held out for model selection"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "one run per seed"})
+    license: str = field(default="apache-2.0", metadata={"help": "the model card's license (a Hub license id)"})
+    widget_examples: int = field(
+        default=3, metadata={"help": "TEST series in the card's widget (needs --hub_model_id)"}
+    )
     score_test: bool = field(
         default=True,
         metadata={
@@ -114,7 +129,11 @@ def build_model(model_args: ModelArguments, num_channels: int, context_length: i
     model_class = (
         EADCTransformerForTimeSeriesClassification if classification else EADCTransformerForTimeSeriesRegression
     )
-    ea = dict(ea_alpha=model_args.ea_alpha, ea_beta=model_args.ea_beta, ea_encoder=model_args.model_type == "ea_dc")
+    ea = dict(
+        ea_alpha=EA_DEFAULTS["ea_alpha"] if model_args.ea_alpha is None else model_args.ea_alpha,
+        ea_beta=EA_DEFAULTS["ea_beta"] if model_args.ea_beta is None else model_args.ea_beta,
+        ea_encoder=model_args.model_type == "ea_dc",
+    )
     return model_class(EADCTransformerConfig(**common, **ea))
 
 
@@ -138,6 +157,7 @@ def run_seed(seed, model_args, data_args, training_args, full_train, test) -> di
     set_seed(seed)
     train, validation = train_validation_split(full_train, data_args.validation_fraction, seed)
     standardizer = Standardizer().fit(train)
+    raw_test = test
     train, validation, test = (standardizer.transform(d) for d in (train, validation, test))
     context_length = max(full_train.max_length, test.max_length)  # lengths only: the head's input size
     model = build_model(model_args, full_train.num_channels, context_length, full_train, full_train.class_names)
@@ -162,9 +182,67 @@ def run_seed(seed, model_args, data_args, training_args, full_train, test) -> di
     if data_args.score_test:
         metrics.update(trainer.evaluate(SeriesDataset(test), metric_key_prefix="test"))
         trainer.save_metrics("test", {k: v for k, v in metrics.items() if k.startswith("test_")})
+    if full_train.is_classification and trainer.is_world_process_zero():
+        save_time_series_pipeline(trainer.model, output_dir)  # its pipeline then loads without ea_hf
+        write_card(trainer, data_args, raw_test, metrics)
     with open(results_file, "w") as file:
         json.dump(metrics, file, indent=2)
     return metrics
+
+
+def write_card(trainer: Trainer, data_args: DataArguments, test, metrics: dict) -> None:
+    """The model card of a seed's folder: Trainer's, plus the pipeline tag, the accuracy in the model-index and,
+    with `--hub_model_id`, widget examples (TEST series as CSV files in `examples/`, with the model's outputs)."""
+    folder, repo = trainer.args.output_dir, trainer.args.hub_model_id
+    dataset = f"uea-{data_args.dataset_name.lower()}"
+    tags = ["time-series-classification", "custom_code"]
+    if trainer.model.config.model_type == "ea_dc_transformer" and trainer.model.config.ea_encoder:
+        tags.insert(0, "evolving-attention")
+    trainer.create_model_card(license=data_args.license, tags=tags, dataset_tags=dataset, dataset=dataset)
+    card = ModelCard.load(os.path.join(folder, "README.md"))
+    card.data.pipeline_tag = "time-series-classification"
+    split = "test" if "test_accuracy" in metrics else "eval"
+    card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(folder))
+    card.data.eval_results = [
+        EvalResult(
+            "time-series-classification", dataset, data_args.dataset_name, "accuracy", metrics[f"{split}_accuracy"]
+        )
+    ]
+    if repo is not None:
+        classifier = pipeline("time-series-classification", model=folder, trust_remote_code=True, device="cpu")
+        os.makedirs(os.path.join(folder, "examples"), exist_ok=True)
+        widget = []
+        for index in range(min(data_args.widget_examples, len(test))):
+            name = f"examples/test_{index}_{test.class_names[test.labels[index]]}.csv"
+            np.savetxt(os.path.join(folder, name), test.series[index], delimiter=",", fmt="%.6g")
+            outputs = classifier(os.path.join(folder, name), top_k=3)
+            widget.append(
+                {
+                    "src": f"https://huggingface.co/{repo}/resolve/main/{name}",
+                    "output": [{"label": o["label"], "score": round(o["score"], 4)} for o in outputs],
+                }
+            )
+        card.data.widget = widget
+    card.save(os.path.join(folder, "README.md"))
+
+
+def check_dataset(name: str, data_dir: str | None) -> None:
+    """Refuse a `--data_dir` that is no folder, and a dataset name the folder lacks (naming the closest ones there),
+    before anything loads; aeon's own hint when its files are missing."""
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"--data_dir {data_dir}: no such folder.")
+    folder = bundled_uea_dir() if data_dir is None else Path(data_dir)  # FileNotFoundError: aeon is not installed
+    if not folder.is_dir():
+        raise FileNotFoundError(f"aeon's bundled UEA files are missing: no folder {folder}. {AEON_HINT}")
+    names = {path.name.removesuffix("_TRAIN.ts") for path in folder.glob("*_TRAIN.ts")}
+    names |= {path.parent.name for path in folder.glob("*/*_TRAIN.ts") if path.name == f"{path.parent.name}_TRAIN.ts"}
+    if name not in names:
+        close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"--dataset_name {name}: unknown dataset{hint}. {folder} has {', '.join(sorted(names)) or 'none'}; "
+            "pass --data_dir, a folder of <Name>_TRAIN.ts / <Name>_TEST.ts files, for another one."
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
@@ -184,6 +262,13 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     if model_args.model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type must be one of {MODEL_TYPES}, got {model_args.model_type!r}.")
+    given = [f"--{name}" for name in EA_DEFAULTS if getattr(model_args, name) is not None]
+    if model_args.model_type != "ea_dc" and given:
+        raise ValueError(
+            f"{', '.join(given)} with --model_type {model_args.model_type}: only ea_dc has evolving attention. Drop "
+            f"{'it' if len(given) == 1 else 'them'}, or use --model_type ea_dc."
+        )
+    check_dataset(data_args.dataset_name, data_args.data_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     full_train = load_uea(data_args.dataset_name, data_args.data_dir, "TRAIN")

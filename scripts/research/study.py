@@ -23,7 +23,9 @@ stays the same, so the command resumes after an interruption (a run recorded wit
 left out of the report until it is). `--jobs N` runs N at a time. The report (`results.json`, `results.md`,
 `results.png` under `--results_dir`) gives, per task, mean and standard deviation over seeds, each seed's score, and
 the paired comparison of EA with its twin: the mean and standard deviation of the per-seed differences,
-wins/ties/losses and a paired t-test.
+wins/ties/losses and a paired t-test. A report is never replaced by one with less: when the finished runs lack a
+comparison that the report under `--results_dir` has (a fresh clone has no runs), nothing is written and the command
+exits with an error naming what is missing and the command that produces it.
 """
 
 import argparse
@@ -584,6 +586,21 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def lost_comparisons(path: Path, results: dict) -> list[str]:
+    """The "task (variant)" comparisons of the report at `path` (of tasks still in `TASKS`) that `results` lacks:
+    a report is never replaced by an empty or partial one."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())["tasks"]
+    return [
+        f"{name} ({variant})"
+        for name, task in old.items()
+        if name in TASKS
+        for variant in task["comparisons"]
+        if variant not in results["tasks"].get(name, {}).get("comparisons", {})
+    ]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"default: all of {', '.join(TASKS)}")
@@ -616,6 +633,14 @@ def main(argv=None) -> dict:
     records = finished_runs(output_dir)
     started = {run.task for run in records}
     results = {"tasks": {name: summarize(task, records) for name, task in TASKS.items() if name in started}}
+    lost = lost_comparisons(args.results_dir / "results.json", results)
+    if lost:
+        sys.exit(
+            f"{args.results_dir / 'results.json'} has results that the finished runs under {args.output_dir} do not: "
+            f"{', '.join(lost)}. Nothing written. Run `python -m scripts.research.study "
+            f"{' '.join(sorted({entry.split(' ')[0] for entry in lost}))} --output_dir {args.output_dir}` to produce "
+            "them, or write this report elsewhere with --results_dir."
+        )
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.results_dir / "results.md").write_text(markdown(results))
