@@ -1,7 +1,7 @@
 """What ea-hf's fine-tuning scripts (`scripts/examples/run_glue.py`, `run_translation.py`,
 `run_image_classification.py`) share: the model arguments with the EA switches, the model loading (`--model_type ea`
 converts a vanilla checkpoint on the fly, `vanilla` trains transformers' own model for comparisons), the resume
-logic, and the check of a multi-process launch."""
+logic, and the checks of a multi-process launch and of a tokenizer against its model."""
 
 import logging
 import os
@@ -13,7 +13,7 @@ from transformers import AutoConfig, PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .model_source import check_model_source
-from .registration import ea_model_classes
+from .registration import AUTO_CLASSES, ea_model_classes
 
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("ea", "vanilla")
 EA_SWITCHES = ("ea_alpha", "ea_beta", "ea_kernel_size", "ea_activation", "ea_conv")
+VOCABULARY_PADDING = 128  # a model's vocabulary may be padded up to a multiple of this (T5: 32,100 -> 32,128)
 
 
 @dataclass
@@ -167,10 +168,7 @@ def _ea_overrides(model_args: ModelArguments) -> dict[str, float | int | str]:
 
 
 def _is_ea_config(config) -> bool:
-    try:
-        return config.model_type == ea_model_classes(config).ea.config_class.model_type
-    except ValueError:  # a model type without an EA twin
-        return False
+    return config.model_type in {config_class.model_type for config_class in AUTO_CLASSES}
 
 
 def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) -> PreTrainedModel:
@@ -180,7 +178,7 @@ def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) ->
     * `--model_type ea`: the EA class of `auto_class` (`ea_hf.ea_model_classes`: for a BERT checkpoint and
       `AutoModelForSequenceClassification`, `EABertForSequenceClassification`). An EA checkpoint loads as it is; a
       vanilla checkpoint is converted on the fly. The EA switches given override the checkpoint's (or the default)
-      values and are validated here, before any training.
+      values (the EA config checks them), before any training.
     * `--model_type vanilla`: transformers' own class (`auto_class.from_pretrained`), with transformers' default
       attention implementation (logged). An EA checkpoint is refused (and EA switches, by `ModelArguments`).
 
@@ -239,3 +237,22 @@ def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) ->
     if loading_info["mismatched_keys"]:
         logger.warning(f"Re-initialised weights of another shape: {sorted(loading_info['mismatched_keys'])}")
     return model
+
+
+def check_tokenizer(tokenizer, model, model_args: ModelArguments) -> None:
+    """Refuse a tokenizer with more ids than the model has embeddings (another model's tokenizer: its ids would index
+    embeddings the model does not have); warn when the model's vocabulary is much larger than the tokenizer's."""
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    embeddings, ids = model.get_input_embeddings().weight.shape[0], len(tokenizer)
+    sizes = (
+        f"the tokenizer of {source} has {ids:,} ids, the model {model_args.model_name_or_path} {embeddings:,} "
+        "embeddings"
+    )
+    fix = (
+        "Pass the model's own tokenizer with --tokenizer_name, or train one for your data with "
+        "scripts/examples/train_tokenizers.py and a model of that vocabulary."
+    )
+    if ids > embeddings:
+        raise ValueError(f"The tokenizer does not match the model: {sizes}. {fix}")
+    if embeddings - ids > VOCABULARY_PADDING:
+        logger.warning(f"The tokenizer may not match the model: {sizes}. {fix}")

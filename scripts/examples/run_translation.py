@@ -62,12 +62,11 @@ from transformers import (
 
 from ea_hf import TranslationPipeline, save_translation_pipeline
 from ea_hf.custom_pipelines import custom_pipelines_entry
-from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
+from ea_hf.finetuning import ModelArguments, check_launch, check_tokenizer, detect_last_checkpoint, load_model
 
 
 logger = logging.getLogger(__name__)
 
-VOCABULARY_PADDING = 128  # a model's vocabulary may be padded up to a multiple of this (T5: 32,100 -> 32,128)
 
 TRANSLATION_FILE_EXTENSIONS = ("json", "jsonl")
 T5_MODEL_TYPES = ("t5", "ea_t5")
@@ -299,25 +298,6 @@ class CardTrainer(Seq2SeqTrainer):
                     setattr(card.data, key, value)
             card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(self.args.output_dir))
             card.save(path)
-
-
-def check_tokenizer(tokenizer, model, model_args: ModelArguments) -> None:
-    """Refuse a tokenizer with more ids than the model has embeddings (another model's tokenizer: its ids would index
-    embeddings the model does not have); warn when the model's vocabulary is much larger than the tokenizer's."""
-    source = model_args.tokenizer_name or model_args.model_name_or_path
-    embeddings, ids = model.get_input_embeddings().weight.shape[0], len(tokenizer)
-    sizes = (
-        f"the tokenizer of {source} has {ids:,} ids, the model {model_args.model_name_or_path} {embeddings:,} "
-        "embeddings"
-    )
-    fix = (
-        "Pass the model's own tokenizer with --tokenizer_name, or train one for your data with "
-        "scripts/examples/train_tokenizers.py and a model of that vocabulary."
-    )
-    if ids > embeddings:
-        raise ValueError(f"The tokenizer does not match the model: {sizes}. {fix}")
-    if embeddings - ids > VOCABULARY_PADDING:
-        logger.warning(f"The tokenizer may not match the model: {sizes}. {fix}")
 
 
 def parse_args(
