@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.benchmark                  # the issue's cases on the CPU
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.benchmark --quick --threads 1    # a CI smoke run: seconds
     OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.benchmark --cases bert-forward-b1-l512 --processes 5  # median
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.benchmark --cases bert-forward-b1-l128 --compile --reference
     .venv/bin/python -m benchmarks.benchmark --cases bert-forward-b8-l128 --device cuda --dtype bfloat16
 
 Every case runs three variants of one model: vanilla transformers with eager attention, vanilla with sdpa, and EA
@@ -16,10 +17,14 @@ each round (the variants of a round run seconds apart), which a shared machine's
 ratio of medians. Weights are random (`torch.manual_seed(0)`): speed does not
 depend on them.
 
-Cases: BERT-base (`BertConfig()`, a sequence-classification head) forward and training step (forward, backward,
-AdamW step) at batch 8 x length 128 and batch 2 x length 512, and forward at batch 1 x length 512 (a single
-request); ViT-base (`ViTConfig()`) forward at 224 x 224; opus-mt-size Marian greedy cached generation of 64 tokens
-from a 32-token source (`benchmark_generation`'s models).
+Cases: BERT-base (`BertConfig()`, a sequence-classification head) forward at batch x length 1 x 128, 8 x 128,
+2 x 512 and 1 x 512 (one request); forward + backward with dropout on and no optimizer ("backward") at 4 x 128,
+2 x 512 and 1 x 512; training step (forward, backward, AdamW step) at 8 x 128 and 2 x 512; ViT-base (`ViTConfig()`)
+forward and training step at 8 x 224 x 224; opus-mt-size Marian greedy cached generation of 64 tokens from a 32-token
+source (`benchmark_generation`'s models) and its training step on 8 pairs of 32 source and 64 target tokens.
+`--reference` adds "EA reference" (the EA model with its steps' reference forward instead of the fused step, to
+measure what the fusion buys), `--compile` adds `torch.compile` of vanilla eager and of EA, reported as EA compiled /
+vanilla compiled (under compilation the EA steps run their reference forward, which inductor fuses itself).
 
 Peak memory is measured on one more run of each variant after the timed ones: the tensor bytes live before it that
 belong to the variant (weights, buffers, optimizer state, inputs; not the other variants' models) plus the highest
@@ -58,13 +63,22 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 import ea_hf
 from benchmarks import benchmark_generation
+from ea_hf import EvolvingAttentionStep
 
 
 # kineto prints a line at every profiler start and stop (the CPU memory measurement), through the progress bar
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("vanilla eager", "vanilla sdpa", "EA")
+VARIANTS = ("vanilla eager", "vanilla sdpa", "EA")  # always run; `--reference` and `--compile` add others
+REFERENCE_VARIANT = "EA reference"  # the EA model, its steps' reference forward (EvolvingAttentionStep.fused off)
+COMPILED_VARIANTS = ("vanilla compiled", "EA compiled")  # torch.compile of vanilla eager and of EA
+RATIOS = {  # the ratios reported, where both variants ran: name -> (variant, reference variant)
+    "EA / vanilla eager": ("EA", "vanilla eager"),
+    "EA / vanilla sdpa": ("EA", "vanilla sdpa"),
+    "EA reference / vanilla eager": (REFERENCE_VARIANT, "vanilla eager"),
+    "EA compiled / vanilla compiled": ("EA compiled", "vanilla compiled"),
+}
 SOURCE_LENGTH = 32  # Marian's source tokens
 
 
@@ -73,28 +87,40 @@ class Case:
     """One benchmark. `length`: tokens per sequence (bert), image side in pixels (vit), or new tokens (marian)."""
 
     family: str  # "bert", "vit" or "marian"
-    task: str  # "forward", "train" or "generate"
+    task: str  # "forward", "backward" (forward + backward, dropout on), "train" (+ AdamW step) or "generate"
     batch_size: int
     length: int
 
 
 CASES = {
+    "bert-forward-b1-l128": Case("bert", "forward", 1, 128),
     "bert-forward-b8-l128": Case("bert", "forward", 8, 128),
-    "bert-train-b8-l128": Case("bert", "train", 8, 128),
     "bert-forward-b2-l512": Case("bert", "forward", 2, 512),
     "bert-forward-b1-l512": Case("bert", "forward", 1, 512),
+    "bert-backward-b4-l128": Case("bert", "backward", 4, 128),
+    "bert-backward-b2-l512": Case("bert", "backward", 2, 512),
+    "bert-backward-b1-l512": Case("bert", "backward", 1, 512),
+    "bert-train-b8-l128": Case("bert", "train", 8, 128),
     "bert-train-b2-l512": Case("bert", "train", 2, 512),
     "vit-forward-b8-224": Case("vit", "forward", 8, 224),
+    "vit-train-b8-224": Case("vit", "train", 8, 224),
     "marian-generate-64": Case("marian", "generate", 1, 64),
+    "marian-train-b8-l64": Case("marian", "train", 8, 64),
 }
 QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
+    "bert-forward-b1-l128": (1, 32),
     "bert-forward-b8-l128": (2, 32),
-    "bert-train-b8-l128": (2, 32),
     "bert-forward-b2-l512": (1, 64),
     "bert-forward-b1-l512": (1, 64),
+    "bert-backward-b4-l128": (2, 32),
+    "bert-backward-b2-l512": (1, 64),
+    "bert-backward-b1-l512": (1, 64),
+    "bert-train-b8-l128": (2, 32),
     "bert-train-b2-l512": (1, 64),
     "vit-forward-b8-224": (2, 32),
+    "vit-train-b8-224": (2, 32),
     "marian-generate-64": (1, 8),
+    "marian-train-b8-l64": (2, 8),
 }
 HOSTS = {  # family: its vanilla config class (whose defaults are the base size), the head's Auto class
     "bert": (BertConfig, AutoModelForSequenceClassification),
@@ -105,13 +131,19 @@ QUICK_SIZES = {  # Marian's come from benchmark_generation.QUICK
     "vit": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
                 patch_size=8),
 }  # fmt: skip
-# EA / vanilla eager on the issue's 2-core CPU: (case, metric, limit)
+# EA / vanilla eager, BERT-base (issue 22; the peak memories at length 128 from issue 8): (case, metric, limit)
 TARGETS = [
+    ("bert-forward-b1-l128", "time", 1.10),
     ("bert-forward-b8-l128", "time", 1.10),
-    ("bert-train-b8-l128", "time", 1.15),
+    ("bert-forward-b2-l512", "time", 1.10),
+    ("bert-forward-b1-l512", "time", 1.10),
+    ("bert-backward-b4-l128", "time", 1.15),
+    ("bert-backward-b2-l512", "time", 1.30),
+    ("bert-backward-b1-l512", "time", 1.30),
+    ("bert-train-b8-l128", "time", 1.10),
+    ("bert-train-b2-l512", "peak_memory", 1.15),
     ("bert-forward-b8-l128", "peak_memory", 1.15),
     ("bert-train-b8-l128", "peak_memory", 1.15),
-    ("bert-forward-b2-l512", "time", 1.15),
 ]
 CHECK_ATOL = {"EA off": 1e-5, "vanilla sdpa": 1e-4}  # max |logits - vanilla eager's|
 
@@ -180,19 +212,24 @@ def check_shared_weights(models: dict[str, torch.nn.Module], family: str) -> dic
 
 
 def make_inputs(case: Case, config) -> dict[str, torch.Tensor]:
-    """bert: `input_ids` and `attention_mask` [B, L] (no padding), `labels` [B] to train; vit: `pixel_values`
-    [B, C, L, L]; marian: `input_ids` [B, SOURCE_LENGTH]."""
+    """bert: `input_ids` and `attention_mask` [B, L] (no padding); vit: `pixel_values` [B, C, L, L]; marian:
+    `input_ids` [B, SOURCE_LENGTH]. To train (and backward), `labels`: [B] classes, or Marian's [B, L] tokens."""
     torch.manual_seed(1)
     batch_size, length = case.batch_size, case.length
+    learns = case.task in ("backward", "train")
     if case.family == "vit":
-        return {"pixel_values": torch.randn(batch_size, config.num_channels, length, length)}
-    if case.family == "marian":
-        return {"input_ids": torch.randint(2, config.vocab_size - 1, (batch_size, SOURCE_LENGTH))}
-    inputs = {
-        "input_ids": torch.randint(1, config.vocab_size, (batch_size, length)),
-        "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
-    }
-    if case.task == "train":
+        inputs = {"pixel_values": torch.randn(batch_size, config.num_channels, length, length)}
+    elif case.family == "marian":
+        inputs = {"input_ids": torch.randint(2, config.vocab_size - 1, (batch_size, SOURCE_LENGTH))}
+        if learns:
+            inputs["labels"] = torch.randint(2, config.vocab_size - 1, (batch_size, length))
+        return inputs
+    else:
+        inputs = {
+            "input_ids": torch.randint(1, config.vocab_size, (batch_size, length)),
+            "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+        }
+    if learns:
         inputs["labels"] = torch.randint(0, config.num_labels, (batch_size,))
     return inputs
 
@@ -200,6 +237,14 @@ def make_inputs(case: Case, config) -> dict[str, torch.Tensor]:
 def make_step(case: Case, model: torch.nn.Module, inputs: dict) -> tuple[Callable[[], None], Callable[[], list]]:
     """A callable that runs the case once on `model`, and one that lists the tensors the step keeps between runs
     beyond the model's own (the optimizer state, which exists after the first run)."""
+    if case.task == "backward":
+        model.train()
+
+        def step():
+            model(**inputs).loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        return step, lambda: []
     if case.task == "train":
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -230,6 +275,32 @@ def make_step(case: Case, model: torch.nn.Module, inputs: dict) -> tuple[Callabl
                 raise RuntimeError(f"generate() returned {output.shape[1] - 1} tokens, not {case.length}.")
 
     return step, lambda: []
+
+
+def with_reference_step(step: Callable[[], None]) -> Callable[[], None]:
+    """`step` with every EA step running its reference forward (`EvolvingAttentionStep.fused` off)."""
+
+    def reference_step():
+        fused, EvolvingAttentionStep.fused = EvolvingAttentionStep.fused, False
+        try:
+            step()
+        finally:
+            EvolvingAttentionStep.fused = fused
+
+    return reference_step
+
+
+def add_variants(models: dict[str, torch.nn.Module], args) -> dict[str, torch.nn.Module]:
+    """`models` plus `--reference`'s EA model (the same module, its steps' reference forward) and `--compile`'s
+    `torch.compile` of vanilla eager and of EA (fresh wrappers with dynamo's caches reset: one case's shapes each)."""
+    models = dict(models)
+    if args.reference:
+        models[REFERENCE_VARIANT] = models["EA"]
+    if args.compile:
+        torch._dynamo.reset()
+        models["vanilla compiled"] = torch.compile(models["vanilla eager"], dynamic=False)
+        models["EA compiled"] = torch.compile(models["EA"], dynamic=False)
+    return models
 
 
 def synchronize(device: torch.device) -> None:
@@ -268,11 +339,15 @@ def run_case(case: Case, models: dict, args, device: torch.device, progress: tqd
     dtype = getattr(torch, args.dtype)
     inputs = make_inputs(case, models["EA"].config)
     inputs = {k: v.to(device, dtype if v.is_floating_point() else None) for k, v in inputs.items()}
-    steps = {variant: make_step(case, models[variant], inputs) for variant in VARIANTS}
-    seconds = {variant: [] for variant in VARIANTS}
-    for round_index in range(-args.warmup, args.repeats):  # warm-up rounds are negative
-        shift = round_index % len(VARIANTS)
-        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+    models = add_variants(models, args)
+    variants = list(models)
+    steps = {variant: make_step(case, models[variant], inputs) for variant in variants}
+    if REFERENCE_VARIANT in steps:
+        steps[REFERENCE_VARIANT] = (with_reference_step(steps[REFERENCE_VARIANT][0]), steps[REFERENCE_VARIANT][1])
+    seconds = {variant: [] for variant in variants}
+    for round_index in range(-args.warmup, args.repeats):  # warm-up rounds are negative (and compile)
+        shift = round_index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
             synchronize(device)
             start = time.perf_counter()
             steps[variant][0]()
@@ -280,29 +355,31 @@ def run_case(case: Case, models: dict, args, device: torch.device, progress: tqd
             if round_index >= 0:
                 seconds[variant].append(time.perf_counter() - start)
             progress.update()
-    variants = {}
-    for variant in VARIANTS:
+    results = {}
+    for variant in variants:
         step, kept = steps[variant]
         model = models[variant]
         resident = tensor_bytes([*model.parameters(), *model.buffers(), *inputs.values(), *kept()])
         rise = peak_rise(step, device)
         median = statistics.median(seconds[variant])
-        variants[variant] = {
+        results[variant] = {
             "seconds": seconds[variant],
             "median_s": median,
             "peak_bytes": resident + rise,
             "step_bytes": rise,
         }
         progress.update()
-    del steps
+    del steps, models
     gc.collect()
-    ratios = {}
-    for reference in ("vanilla eager", "vanilla sdpa"):
-        ratios[f"EA / {reference}"] = {
-            "time": time_ratio(seconds["EA"], seconds[reference]),
-            "peak_memory": variants["EA"]["peak_bytes"] / variants[reference]["peak_bytes"],
+    ratios = {
+        name: {
+            "time": time_ratio(seconds[variant], seconds[reference]),
+            "peak_memory": results[variant]["peak_bytes"] / results[reference]["peak_bytes"],
         }
-    return {**asdict(case), "variants": variants, "ratios": ratios}
+        for name, (variant, reference) in RATIOS.items()
+        if variant in results and reference in results
+    }
+    return {**asdict(case), "variants": results, "ratios": ratios}
 
 
 def time_ratio(seconds: list[float], reference: list[float]) -> float:
@@ -311,23 +388,17 @@ def time_ratio(seconds: list[float], reference: list[float]) -> float:
 
 
 def evaluate_targets(cases: dict, judge: bool = True) -> list[dict]:
-    """The issue's targets among the cases run: EA / vanilla eager against the limit, EA / vanilla sdpa beside it.
-    `judge=False` (`--quick`: tiny models, whose ratios say nothing about the targets): "pass" is None."""
+    """The issue's targets among the cases run: EA / vanilla eager against the limit, the other ratios measured
+    (sdpa, and the reference step's and the compiled models' where they ran) beside it. `judge=False` (`--quick`:
+    tiny models, whose ratios say nothing about the targets): "pass" is None."""
     targets = []
     for name, metric, limit in TARGETS:
         if name in cases:
             ratios = cases[name]["ratios"]
             ratio = ratios["EA / vanilla eager"][metric]
-            targets.append(
-                {
-                    "case": name,
-                    "metric": metric,
-                    "limit": limit,
-                    "EA / vanilla eager": ratio,
-                    "EA / vanilla sdpa": ratios["EA / vanilla sdpa"][metric],
-                    "pass": ratio <= limit if judge else None,
-                }
-            )
+            target = {"case": name, "metric": metric, "limit": limit}
+            target.update({reference: values[metric] for reference, values in ratios.items()})
+            targets.append({**target, "pass": ratio <= limit if judge else None})
     return targets
 
 
@@ -413,18 +484,17 @@ def summary_lines(cases: dict, targets: list[dict]) -> list[str]:
     """The EA ratios of every case, then the targets with PASS/FAIL (not judged with `--quick`)."""
     lines = []
     for name, case in cases.items():
-        ratios = case["ratios"]
-        lines.append(
-            f"- {name}: EA / vanilla eager: time {ratios['EA / vanilla eager']['time']:.3f}, peak memory "
-            f"{ratios['EA / vanilla eager']['peak_memory']:.3f}; EA / vanilla sdpa: time "
-            f"{ratios['EA / vanilla sdpa']['time']:.3f}, peak memory {ratios['EA / vanilla sdpa']['peak_memory']:.3f}"
+        ratios = "; ".join(
+            f"{reference}: time {values['time']:.3f}, peak memory {values['peak_memory']:.3f}"
+            for reference, values in case["ratios"].items()
         )
-    lines += ["", "Targets (EA / vanilla eager, on the issue's 2-core CPU):", ""]
+        lines.append(f"- {name}: {ratios}")
+    lines += ["", "Targets (EA / vanilla eager, BERT-base):", ""]
     for target in targets:
+        beside = ", ".join(f"{r} {target[r]:.3f}" for r in RATIOS if r in target and r != "EA / vanilla eager")
         lines.append(
             f"- {target['case']} {target['metric'].replace('_', ' ')}: {target['EA / vanilla eager']:.3f} <= "
-            f"{target['limit']:.2f} {verdict(target)} "
-            f"(EA / vanilla sdpa {target['EA / vanilla sdpa']:.3f})"
+            f"{target['limit']:.2f} {verdict(target)} ({beside})"
         )
     return lines
 
@@ -443,6 +513,16 @@ def parse_args(argv):
         action=argparse.BooleanOptionalAction,
         default=True,
         help="first check that the variants share their weights (EA off gives vanilla eager's logits)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run EA with its EA steps' reference forward (the unfused step), as the variant 'EA reference'",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run torch.compile of vanilla eager and of EA (compiled in the warm-up rounds; give --warmup 1+)",
     )
     parser.add_argument(
         "--processes",
@@ -481,6 +561,7 @@ def run_processes(args) -> dict:
     child = ["--cases", *args.cases, "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device",
              args.device, "--dtype", args.dtype, "--check" if args.check else "--no-check"]  # fmt: skip
     child += (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else [])
+    child += (["--reference"] if args.reference else []) + (["--compile"] if args.compile else [])
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in tqdm(range(args.processes), desc="processes", file=sys.stderr):
@@ -493,7 +574,7 @@ def run_processes(args) -> dict:
     for name in runs[0]["cases"]:
         cases[name] = {"ratios": {}}
         medians[name] = {"ratios": {}}
-        for reference in ("EA / vanilla eager", "EA / vanilla sdpa"):
+        for reference in runs[0]["cases"][name]["ratios"]:
             spread = {}
             for metric in ("time", "peak_memory"):
                 values = [run["cases"][name]["ratios"][reference][metric] for run in runs]
@@ -511,16 +592,17 @@ def run_processes(args) -> dict:
         f"the median of {args.repeats} rounds each, commit {env['git_commit']}"
         + (" -- QUICK: tiny models and inputs, the targets do not apply" if args.quick else "")
     )
-    table = ["| case | EA / vanilla eager: time | peak memory | EA / vanilla sdpa: time | peak memory |",
-             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    references = list(next(iter(cases.values()))["ratios"])
+    table = ["| case | " + " | ".join(f"{r}: time | peak memory" for r in references) + " |",
+             "|---|" + "---:|---:|" * len(references)]  # fmt: skip
     for name, case in cases.items():
         cells = [
             f"{value['median']:.3f} ({value['min']:.3f}-{value['max']:.3f})"
-            for reference in ("EA / vanilla eager", "EA / vanilla sdpa")
+            for reference in references
             for value in case["ratios"][reference].values()
         ]
         table.append(f"| {name} | {' | '.join(cells)} |")
-    summary = ["Targets (the median EA / vanilla eager, on the issue's 2-core CPU):", ""] + [
+    summary = ["Targets (the median EA / vanilla eager, BERT-base):", ""] + [
         f"- {t['case']} {t['metric'].replace('_', ' ')}: {t['EA / vanilla eager']:.3f} <= {t['limit']:.2f} "
         + verdict(t)
         for t in targets
@@ -555,7 +637,8 @@ def main(argv=None) -> dict:
             for name, case in cases.items()
         }
     results, checks, models, family = {}, {}, None, None
-    total = len(cases) * len(VARIANTS) * (args.warmup + args.repeats + 1)
+    variants = len(VARIANTS) + args.reference + 2 * args.compile
+    total = len(cases) * variants * (args.warmup + args.repeats + 1)
     with tqdm(total=total, desc="benchmark", file=sys.stderr) as progress:
         for name, case in cases.items():  # CASES keeps a family's cases together: each family is built once
             if case.family != family:

@@ -4,7 +4,8 @@ Which formulation of the same Conv2d(H, H, k) over a [B, H, rows, K] map is fast
 build, the map's shape and the thread count (at BERT-base's [1, 12, 512, 512] one CPU ran Conv3d 10x slower than
 Conv2d, another 5-9x; at [2, 12, 512, 512] Conv3d was the faster there). So `fastest_kernel` times each on the
 running machine once per map shape, as cuDNN's benchmark mode does, and `EvolvingAttentionConv` runs the winner.
-Every kernel computes the same sums as `nn.Conv2d.forward` (the tests check each against it).
+Every kernel computes the same sums as `nn.Conv2d.forward` (the tests check each against it). The fused EA step's
+backward runs them too, for the conv's input gradient (the conv with the flipped, transposed weight).
 """
 
 import time
@@ -42,8 +43,8 @@ def conv3d_kernel(conv: nn.Conv2d, input: torch.Tensor, block_bytes: int | None 
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
 
 
-CPU_KERNELS = {
-    "conv2d": nn.Conv2d.forward,  # oneDNN's Conv2d on the [B, C, rows, K] map as it lies
+CPU_KERNELS = {  # each called as kernel(conv, input); `conv` needs weight, bias, padding, kernel_size, out_channels
+    "conv2d": lambda conv, input: F.conv2d(input, conv.weight, conv.bias, padding=conv.padding),  # the map as it lies
     "conv2d_channels_last": channels_last_kernel,
     "conv3d": conv3d_kernel,
     "conv3d_row_blocks": lambda conv, input: conv3d_kernel(conv, input, block_bytes=6 * 2**20),

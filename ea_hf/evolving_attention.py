@@ -25,6 +25,13 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
 from .cpu_conv_kernels import CPU_KERNELS, fastest_kernel
+from .fused_evolving_attention import (
+    FUSED_ACTIVATIONS,
+    EvolvingAttentionFunction,
+    FusedStep,
+    fastest_layout,
+    fused_forward,
+)
 
 
 # applied to the conv's output, which nothing else reads: in place where the activation can be
@@ -106,10 +113,13 @@ class EvolvingAttentionConv(nn.Conv2d):
         return super().forward(input)
 
     def runs_cpu_kernels(self, input: torch.Tensor) -> bool:
-        """Eager CPU inference with a plain stride-1 conv: no autograd, tracing or other device."""
+        """Eager CPU inference with a plain stride-1 conv on a map as it lies (`EvolvingAttentionStep`'s fused
+        path may hand it a channels-last one, which oneDNN's Conv2d takes as it is): no autograd, tracing or other
+        device."""
         plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
         records_graph = torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad)
-        return plain and input.device.type == "cpu" and not records_graph and not is_tracing()
+        on_cpu = input.device.type == "cpu" and input.is_contiguous()
+        return plain and on_cpu and not records_graph and not is_tracing()
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -192,7 +202,17 @@ class EvolvingAttentionStep(nn.Module):
         causal: causal self-attention: future key columns (j > i + K - Q) are zeroed and the conv is query-causal.
         query_causal: the conv reads only the current and earlier query rows (the k-1 rows above the first query are
             zeros, or a decoding cache's rows). Defaults to `causal`; decoder cross-attention sets it alone.
+
+    The forward below is the reference: it reads like the equations, and autograd differentiates it. With a plain
+    `EvolvingAttentionConv` (no hooks, no wrapper such as PEFT's) outside tracing and export, the step runs the same
+    computation fused (`fused_evolving_attention`): fewer passes over the maps, and in training one autograd node that
+    keeps 1.25 maps a layer instead of 2. Set `fused = False` (on the class or a step) for the reference, and `layout`
+    to a name of `fused_evolving_attention.LAYOUTS` to fix the fused step's memory format instead of timing both.
     """
+
+    fused: bool = True
+    layout: str | None = None
+    layout_choices: dict[tuple, str] = {}
 
     def __init__(self, config, num_heads: int, causal: bool = False, query_causal: bool | None = None):
         super().__init__()
@@ -212,6 +232,7 @@ class EvolvingAttentionStep(nn.Module):
             half = config.ea_kernel_size // 2
             padding = (0 if self.query_causal else half, half)
             self.conv = EvolvingAttentionConv(num_heads, num_heads, config.ea_kernel_size, padding=padding)
+        self.activation_name = config.ea_activation
         self.activation = EA_ACTIVATIONS[config.ea_activation]()
 
     @property
@@ -248,6 +269,8 @@ class EvolvingAttentionStep(nn.Module):
         keep = valid_positions(logits, query_mask, key_mask, self.causal)  # zero, the conv's border, elsewhere
         if previous_logits is None or previous_logits.shape != logits.shape:  # a chain's first map: E_0 = S_0
             return (logits if keep is None else logits.masked_fill(~keep, 0.0)), None
+        if self.runs_fused():
+            return self.fused_forward(logits, previous_logits, keep, past_rows, use_cache)
         mixed = torch.lerp(logits, previous_logits, self.beta)  # M = (1 - beta) * S + beta * E_prev
         if keep is not None:
             mixed.masked_fill_(~keep, 0.0)
@@ -258,6 +281,57 @@ class EvolvingAttentionStep(nn.Module):
         # E = alpha * act(conv(M)) + (1 - alpha) * M; in inference into M's memory, which keeps one map less
         inference = not (torch.is_grad_enabled() and (mixed.requires_grad or convolved.requires_grad))
         return (mixed.lerp_(convolved, self.alpha) if inference else torch.lerp(mixed, convolved, self.alpha)), rows
+
+    def runs_fused(self) -> bool:
+        """Whether the fused computation applies: a plain `EvolvingAttentionConv` without hooks (PEFT's wrappers and
+        hooks need the conv called by the reference), outside tracing and export."""
+        conv = self.conv
+        if not self.fused or type(conv) is not EvolvingAttentionConv or self.activation_name not in FUSED_ACTIVATIONS:
+            return False
+        hooked = conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks or conv._backward_pre_hooks
+        return not hooked and not is_tracing()
+
+    def fused_forward(
+        self,
+        logits: torch.Tensor,
+        previous_logits: torch.Tensor,
+        keep: torch.Tensor | None,
+        past_rows: torch.Tensor | None,
+        use_cache: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reference's E and cached rows, by `fused_evolving_attention` (in X's faster memory format)."""
+        top = None
+        if self.rows_above and past_rows is not None:
+            top = F.pad(past_rows, (0, logits.shape[-1] - past_rows.shape[-1]))
+        conv = self.conv
+        tensors = (logits, previous_logits, top, conv.weight, conv.bias)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        layout = self.layout
+        if layout is None and logits.device.type != "cpu":
+            layout = "contiguous"
+        elif layout is None:  # timed once per shape, on detached copies in training (with the backward)
+            copies = [t if t is None or not training else t.detach().requires_grad_() for t in tensors]
+            bucket = [1 << max(size - 1, 0).bit_length() for size in logits.shape[2:]]
+            key = (training, *logits.shape[:2], *bucket, *conv.kernel_size, self.rows_above, logits.dtype)
+            key += (torch.get_num_threads(),)
+            layout = fastest_layout(
+                key, lambda name: self.run_fused(name, copies, keep, use_cache, training, True), self.layout_choices
+            )
+        return self.run_fused(layout, tensors, keep, use_cache, training)
+
+    def run_fused(
+        self, layout: str, tensors, keep: torch.Tensor | None, use_cache: bool, training: bool, backward: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused step in `layout` on (S, E_prev, top rows, weight, bias); in training the autograd Function (and
+        with `backward` its backward, for timing)."""
+        step = FusedStep(self.conv, self.alpha, self.beta, self.activation_name, self.rows_above, layout, use_cache)
+        if not training:
+            evolved, _, _, rows = fused_forward(step, *tensors[:3], keep, save=False)
+            return evolved, rows
+        evolved, rows = EvolvingAttentionFunction.apply(*tensors, keep, step)
+        if backward:
+            evolved.backward(torch.ones_like(evolved))
+        return evolved, rows
 
     def rows_on_top(
         self, mixed: torch.Tensor, past_rows: torch.Tensor | None, use_cache: bool

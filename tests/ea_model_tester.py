@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
+from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv, EvolvingAttentionStep
 from scripts.release.push_to_hub import BLOCK_EA_HF  # makes `import ea_hf` fail in a fresh interpreter
 
 
@@ -216,6 +216,24 @@ class EAModelTesterMixin:
         assert gradients[0].keys() == gradients[1].keys()
         for name, grad in gradients[0].items():
             torch.testing.assert_close(gradients[1][name], grad, atol=1e-6, rtol=0, msg=name)
+
+    def test_fused_step_equals_the_reference(self, head, monkeypatch):
+        """In training (dropout on, a padded batch), the fused EA step gives the outputs and gradients of the step's
+        reference forward, also under gradient checkpointing."""
+        results = []
+        for fused, checkpointing in [(False, False), (True, False), (True, True)]:
+            monkeypatch.setattr(EvolvingAttentionStep, "fused", fused)
+            model = self.build(head[0]).train()
+            if checkpointing:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            output = model(**self.make_inputs(head[0], labels=True))
+            (output.loss if output.get("loss") is not None else output[0].pow(2).mean()).backward()
+            grads = {f"grad {n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
+            results.append({**{k: v.detach() for k, v in outputs_to_compare(output).items()}, **grads})
+        for got in results[1:]:
+            assert got.keys() == results[0].keys()
+            for name, expected in results[0].items():
+                self.assert_close(got[name], expected, name)
 
     def test_remote_code_loads_every_head_without_ea_hf(self, tmp_path):
         """A saved folder carries the code and an `auto_map` for every head; each head loads through its Auto class

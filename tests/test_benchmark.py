@@ -50,6 +50,8 @@ def test_ratios_are_medians_of_paired_times_and_quotients_of_peaks(quick_run):
 def test_targets_compare_the_ea_ratio_with_its_limit(quick_run):
     results = quick_run[0]
     assert [(t["case"], t["metric"], t["limit"]) for t in results["targets"]] == benchmark.TARGETS
+    assert all(set(t) == {"case", "metric", "limit", "EA / vanilla eager", "EA / vanilla sdpa", "pass"}
+               for t in results["targets"])  # fmt: skip
     assert all(t["pass"] is None for t in results["targets"])  # --quick: tiny models, targets not judged
     for target in benchmark.evaluate_targets(results["cases"]):
         ratios = results["cases"][target["case"]]["ratios"]
@@ -66,7 +68,7 @@ def test_markdown_has_the_table_and_the_targets_last(quick_run):
     assert [(row[0].lstrip("| "), row[1]) for row in rows] == [
         (name, variant) for name in benchmark.CASES for variant in benchmark.VARIANTS
     ]
-    eager = results["cases"]["bert-forward-b8-l128"]["variants"]["vanilla eager"]
+    eager = results["cases"][next(iter(benchmark.CASES))]["variants"]["vanilla eager"]
     assert rows[0][2] == f"{1000 * eager['median_s']:.2f}" and rows[0][3] == "1.000"
     target = re.compile(
         r"- \S+ (time|peak memory): \d+\.\d{3} <= \d\.\d\d (PASS|FAIL) \(EA / vanilla sdpa \d+\.\d{3}\)"
@@ -126,6 +128,22 @@ def test_a_subset_of_cases(tmp_path, one_thread):
     assert results["checks"] == {}
     assert [t["case"] for t in results["targets"]] == ["bert-train-b8-l128", "bert-train-b8-l128"]
     assert all(len(v["seconds"]) == 1 for c in results["cases"].values() for v in c["variants"].values())
+
+
+def test_reference_and_compiled_variants(tmp_path, one_thread):
+    """`--reference` adds the EA model with its steps' reference forward, `--compile` torch.compile of vanilla eager
+    and of EA: each timed with the others, its ratio reported and set beside the targets."""
+    argv = ["--quick", "--threads", "1", "--repeats", "1", "--warmup", "1", "--no-check", "--reference", "--compile"]
+    results = benchmark.main([*argv, "--cases", "bert-forward-b1-l128", "--output_dir", str(tmp_path)])
+    case = results["cases"]["bert-forward-b1-l128"]
+    assert list(case["variants"]) == [*benchmark.VARIANTS, benchmark.REFERENCE_VARIANT, *benchmark.COMPILED_VARIANTS]
+    assert list(case["ratios"]) == list(benchmark.RATIOS)
+    seconds = {variant: result["seconds"] for variant, result in case["variants"].items()}
+    compiled = case["ratios"]["EA compiled / vanilla compiled"]["time"]
+    assert compiled == pytest.approx(seconds["EA compiled"][0] / seconds["vanilla compiled"][0])
+    (target,) = results["targets"]
+    assert target["EA compiled / vanilla compiled"] == compiled
+    assert "EA reference / vanilla eager" in (tmp_path / "results.md").read_text()
 
 
 def test_processes_report_the_median_and_range_of_fresh_processes(tmp_path):

@@ -1,6 +1,7 @@
 """Properties of the EA step itself (docs/mechanism.md), over shapes, kernel sizes and alpha/beta; and the
 2-D grid conv of image models against a naive 4-D convolution."""
 
+import copy
 import functools
 import itertools
 import time
@@ -14,6 +15,7 @@ from transformers import PreTrainedConfig
 from ea_hf import EABertConfig, EvolvingAttentionStep, attention_probabilities
 from ea_hf.cpu_conv_kernels import CPU_KERNELS, conv3d_kernel
 from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
+from ea_hf.fused_evolving_attention import LAYOUTS
 
 
 def ea_config(alpha=0.5, beta=0.5, kernel_size=3, activation="relu"):
@@ -253,6 +255,7 @@ def test_cpu_kernels_equal_the_autograd_conv(monkeypatch, kernel, causal, query_
         calls = []
         monkeypatch.setitem(CPU_KERNELS, "under test", lambda conv, x: calls.append(1) or function(conv, x))
         monkeypatch.setattr(EvolvingAttentionConv, "cpu_kernel", "under test")
+        monkeypatch.setattr(EvolvingAttentionStep, "layout", "contiguous")  # the kernels take maps as they lie
         with torch.no_grad():
             blocked = [evolved for evolved, _ in run_chain(layers, logits, key_mask, key_mask, causal)]
             assert len(calls) == len(layers) - 1  # the first layer has no conv
@@ -295,6 +298,163 @@ def test_cpu_kernel_is_chosen_by_timing_once_per_shape(monkeypatch):
         assert calls == ["conv3d"]
         conv(torch.randn(2, 4, 17, 16))  # another bucket: timed again
         assert len(EvolvingAttentionConv.cpu_choices) == 2
+
+
+def fused_case(activation, causal, query_causal, past, padded, dtype=torch.float64, shape=(2, 3, 5, 7), seed=0):
+    """An EA step away from its identity init, and (S, E_prev, past rows or None) requiring grad with its masks."""
+    torch.manual_seed(seed)
+    batch_size, num_heads, num_queries, num_keys = shape
+    config = ea_config(0.4, 0.3, 3, activation)
+    step = EvolvingAttentionStep(config, num_heads, causal=causal, query_causal=query_causal).to(dtype)
+    torch.nn.init.normal_(step.conv.weight, std=0.3)
+    torch.nn.init.normal_(step.conv.bias, std=0.3)
+    if causal:
+        num_keys = num_queries + (2 if past else 0)  # a decoding step sees the cached keys too
+    tensors = [torch.randn(batch_size, num_heads, num_queries, num_keys, dtype=dtype) for _ in range(2)]
+    if past and step.rows_above:
+        tensors.append(torch.randn(batch_size, num_heads, step.rows_above, num_keys - 1, dtype=dtype))
+    query_mask = key_mask = None
+    if padded:
+        key_mask = torch.ones(batch_size, num_keys, dtype=torch.bool)
+        key_mask[0, -2:] = False
+        query_mask = key_mask[:, num_keys - num_queries :].clone() if causal else torch.ones(batch_size, num_queries)
+        query_mask = query_mask.bool()
+        query_mask[-1, -1] = False
+    return step, [t.requires_grad_() for t in tensors], query_mask, key_mask
+
+
+def step_outputs(step, tensors, query_mask, key_mask, fused):
+    """E and the rows to cache of `step` (fused or its reference forward) on (S, E_prev[, past rows])."""
+    step.fused = fused
+    past_rows = tensors[2] if len(tensors) > 2 else None
+    evolved, rows = step(tensors[0], tensors[1], query_mask, key_mask, past_rows, use_cache=bool(step.rows_above))
+    return (evolved,) if rows is None else (evolved, rows)
+
+
+def output_gradients(step, tensors, outputs):
+    """Gradients of sum(outputs * fixed random weights) with respect to the inputs and the conv's parameters."""
+    generator = torch.Generator().manual_seed(1)
+    loss = sum((o * torch.randn(o.shape, generator=generator).to(o.dtype)).sum() for o in outputs)
+    return torch.autograd.grad(loss, [*tensors, step.conv.weight, step.conv.bias])
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "gelu", "identity"])
+@pytest.mark.parametrize(
+    "causal, query_causal, past",
+    [(False, False, False), (True, True, False), (True, True, True), (False, True, True)],
+    ids=["encoder", "causal", "causal cached rows", "cross-attention cached rows"],
+)
+def test_fused_step_equals_the_reference(monkeypatch, layout, activation, causal, query_causal, past):
+    """The fused step (one autograd Function in training) gives the reference forward's E, cached rows and gradients
+    (inputs, cached rows, conv weight and bias) in fp64, with padding, causal maps and cached decoder rows; its own
+    backward passes gradcheck."""
+    monkeypatch.setattr(EvolvingAttentionStep, "layout", layout)
+    step, tensors, query_mask, key_mask = fused_case(activation, causal, query_causal, past, padded=True)
+    reference = step_outputs(step, tensors, query_mask, key_mask, fused=False)
+    fused = step_outputs(step, tensors, query_mask, key_mask, fused=True)
+    assert len(fused) == len(reference)
+    for got, expected in zip(fused, reference):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    expected = output_gradients(step, tensors, reference)
+    for got, want in zip(output_gradients(step, tensors, fused), expected):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    if activation != "gelu":  # gelu's backward is aten's own; the others are the Function's
+        parameters = [step.conv.weight, step.conv.bias]
+        assert torch.autograd.gradcheck(
+            lambda *inputs: step_outputs(step, list(inputs[: len(tensors)]), query_mask, key_mask, fused=True),
+            [*tensors, *parameters],
+        )
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(4, 12, 128, 128), (1, 12, 512, 512)], ids=["4x128", "1x512"])
+def test_fused_step_on_bert_base_maps_in_fp32(monkeypatch, layout, shape):
+    """On BERT-base's maps in fp32 the fused step's E and input gradients are the reference's within 1e-5; the conv's
+    weight and bias gradients (sums over the whole map, where fp32 itself errs by about 1e-5 of their size) are as
+    close to the exact fp64 values as the reference's, within 1e-5 of their size."""
+    monkeypatch.setattr(EvolvingAttentionStep, "layout", layout)
+    step, tensors, _, _ = fused_case("relu", False, False, False, padded=False, dtype=torch.float32, shape=shape)
+    reference = step_outputs(step, tensors, None, None, fused=False)
+    fused = step_outputs(step, tensors, None, None, fused=True)
+    torch.testing.assert_close(fused[0], reference[0], atol=1e-5, rtol=1e-5)
+    got, want = output_gradients(step, tensors, fused), output_gradients(step, tensors, reference)
+    for name, a, b in zip(["logits", "previous logits"], got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+    step64, tensors64 = copy.deepcopy(step).double(), [t.detach().double().requires_grad_() for t in tensors]
+    exact = output_gradients(step64, tensors64, step_outputs(step64, tensors64, None, None, fused=False))
+    for name, a, b, truth in zip(["weight", "bias"], got[2:], want[2:], exact[2:]):
+        error, reference_error = ((t.double() - truth).abs().max().item() for t in (a, b))
+        assert error <= 2 * reference_error + 1e-5 * truth.abs().max().item(), (name, error, reference_error)
+
+
+def saved_bytes(function) -> int:
+    """The bytes of the distinct storages autograd saves while `function()` runs (parameters excluded)."""
+    storages = {}
+
+    def pack(tensor):
+        if not isinstance(tensor, torch.nn.Parameter):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        function()
+    return sum(storages.values())
+
+
+def test_fused_step_saves_the_mixed_map_and_sign_bits(monkeypatch):
+    """In training the reference keeps two float maps a layer for its backward (M and act(conv(M))); the fused step
+    keeps M and one bool per element: 1.25 maps in fp32."""
+    monkeypatch.setattr(EvolvingAttentionStep, "layout", "contiguous")
+    shape = (2, 4, 32, 32)
+    step, tensors, _, _ = fused_case("relu", False, False, False, padded=False, dtype=torch.float32, shape=shape)
+    map_bytes = tensors[0].numel() * 4
+    saved = {fused: saved_bytes(lambda: step_outputs(step, tensors, None, None, fused)) for fused in (False, True)}
+    assert saved[False] == 2 * map_bytes
+    assert saved[True] == map_bytes + map_bytes // 4
+
+
+def test_hooked_or_wrapped_convs_run_the_reference():
+    """A hook on the conv (or a wrapper such as PEFT's LoRA in its place) needs the conv called as a module on M: the
+    step runs its reference forward, and the hook sees it."""
+    step, tensors, _, _ = fused_case("relu", False, False, False, padded=False)
+    assert step.runs_fused()
+    seen = []
+    handle = step.conv.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    assert not step.runs_fused()
+    step(tensors[0], tensors[1])
+    handle.remove()
+    assert seen == [tensors[0].shape]
+
+
+def test_fused_layout_is_chosen_by_timing_once_per_shape(monkeypatch):
+    """The first map of a shape times both layouts (inference and training apart) and keeps the faster; maps in the
+    same power-of-two bucket reuse the choice."""
+    monkeypatch.setattr(EvolvingAttentionStep, "layout_choices", {})
+    step, tensors, _, _ = fused_case("relu", False, False, False, padded=False, dtype=torch.float32)
+    now, layouts = [0.0], []
+    import ea_hf.fused_evolving_attention as fused_module
+
+    def clock():  # a channels-last call takes 0.1 s, a contiguous one 1 s
+        now[0] += 0.1 if layouts and layouts[-1] == "channels_last" else 1.0
+        return now[0]
+
+    original = fused_module.fused_forward
+    monkeypatch.setattr(fused_module.time, "perf_counter", clock)
+    monkeypatch.setattr(
+        "ea_hf.evolving_attention.fused_forward",
+        lambda step, *args, **kwargs: layouts.append(step.layout) or original(step, *args, **kwargs),
+    )
+    with torch.no_grad():
+        step(tensors[0], tensors[1])
+    assert layouts == ["contiguous"] * 3 + ["channels_last"] * 4  # warm-up and two timed calls each, then the run
+    assert list(EvolvingAttentionStep.layout_choices.values()) == ["channels_last"]
+    layouts.clear()
+    with torch.no_grad():
+        step(tensors[0][..., :6], tensors[1][..., :6])  # 5 x 6 is in 5 x 7's bucket (8 x 8)
+    assert layouts == ["channels_last"]
+    step(tensors[0], tensors[1])  # training: timed on its own
+    assert len(EvolvingAttentionStep.layout_choices) == 2
 
 
 def naive_grid_conv(conv, mixed, grid_size):
