@@ -55,14 +55,14 @@ def dc_transformer(length: int, channels: int, **ea):
     return EADCTransformerForTimeSeriesClassification(config), inputs, config.num_attention_heads, key_width
 
 
-# name: (builder, its arguments, tokens per sequence)
+# name: (what the table calls it, builder, its arguments)
 MODELS = {
-    "BERT-base, 128 tokens": (bert, (128,)),
-    "BERT-base, 512 tokens": (bert, (512,)),
-    "ViT-base, 224 px (197 tokens)": (vit, (224,)),
-    "EA-DC-Transformer, JapaneseVowels (29 steps, 12 channels)": (dc_transformer, (29, 12)),
-    "EA-DC-Transformer, BasicMotions (100 steps, 6 channels)": (dc_transformer, (100, 6)),
-    "EA-DC-Transformer, 512 steps, 1 channel": (dc_transformer, (512, 1)),
+    "bert-128": ("BERT-base, 128 tokens", bert, (128,)),
+    "bert-512": ("BERT-base, 512 tokens", bert, (512,)),
+    "vit-224": ("ViT-base, 224 px (197 tokens)", vit, (224,)),
+    "dc-japanesevowels": ("EA-DC-Transformer, JapaneseVowels (29 steps, 12 channels)", dc_transformer, (29, 12)),
+    "dc-basicmotions": ("EA-DC-Transformer, BasicMotions (100 steps, 6 channels)", dc_transformer, (100, 6)),
+    "dc-512": ("EA-DC-Transformer, 512 steps, 1 channel", dc_transformer, (512, 1)),
 }
 
 
@@ -103,7 +103,7 @@ def main(argv=None) -> list[str]:
         "|---|---|---:|---:|---:|",
     ]
     for name in args.models:
-        build, arguments = MODELS[name]
+        label, build, arguments = MODELS[name]
         torch.manual_seed(0)
         ea, inputs, heads, head_width = build(*arguments)
         off, _, _, _ = build(*arguments, ea_alpha=0.0, ea_beta=0.0)
@@ -112,7 +112,7 @@ def main(argv=None) -> list[str]:
         with_ea, without = multiply_adds(ea, inputs), multiply_adds(off, inputs)
         ratio = time_ratio(ea, off, inputs, args.rounds)
         rows.append(
-            f"| {name} | {heads}, {head_width} | {4.5 * heads / head_width:.2f} | {with_ea / without:.3f} "
+            f"| {label} | {heads}, {head_width} | {4.5 * heads / head_width:.2f} | {with_ea / without:.3f} "
             f"| {ratio:.3f} |"
         )
         print(rows[-1], flush=True)

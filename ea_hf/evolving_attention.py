@@ -310,13 +310,15 @@ class EvolvingAttentionStep(nn.Module):
         if layout is None and logits.device.type != "cpu":
             layout = "contiguous"
         elif layout is None:  # timed once per shape, on detached copies in training (with the backward)
-            copies = [t if t is None or not training else t.detach().requires_grad_() for t in tensors]
             bucket = [1 << max(size - 1, 0).bit_length() for size in logits.shape[2:]]
             key = (training, *logits.shape[:2], *bucket, *conv.kernel_size, self.rows_above, logits.dtype)
             key += (torch.get_num_threads(),)
-            layout = fastest_layout(
-                key, lambda name: self.run_fused(name, copies, keep, use_cache, training, True), self.layout_choices
-            )
+
+            def time_one(name: str):
+                copies = [t if t is None or not training else t.detach().requires_grad_() for t in tensors]
+                self.run_fused(name, copies, keep, use_cache, training, backward=True)
+
+            layout = fastest_layout(key, time_one, self.layout_choices)
         return self.run_fused(layout, tensors, keep, use_cache, training)
 
     def run_fused(

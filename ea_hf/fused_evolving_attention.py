@@ -1,17 +1,17 @@
 """The EA step fused: what `EvolvingAttentionStep`'s reference forward computes, in fewer passes over the maps and,
 in training, one `torch.autograd.Function` that saves only what its backward needs.
 
-For S, E_prev [B, H, Q, K], the reference records five autograd nodes and keeps two [B, H, Q, K] maps per layer
-(M, the conv's input, and act(conv(M))). `evolve` writes M once, straight into the conv's input buffer X
-[B, H, r + Q, K] (below the r = k-1 rows above the first query of a query-causal conv), runs the conv, the activation
-in place and the final lerp, and in training saves X and the activation's sign bits (a bool map; GELU saves its
-input). Its backward is one pass for the activation, oneDNN's (or cuDNN's) convolution backward with alpha folded
-into the weight, and one pass each for dM and the two inputs' gradients.
+For S, E_prev [B, H, Q, K] the reference records five autograd nodes and keeps two [B, H, Q, K] maps a layer (M, the
+conv's input, and act(conv(M))). `fused_forward` writes M once, into the conv's input X [B, H, r + Q, K] (below the
+r = k-1 rows above the first query of a query-causal conv), runs the conv, the activation in place and the final lerp
+into the activation's memory; in training it saves X and the activation's sign bits (a bool map; GELU saves its
+input). The backward: one pass for the activation's derivative, the conv's input gradient (on the CPU by the fastest
+of `cpu_conv_kernels`, a conv with the flipped, transposed weight; alpha folded into the weight), the weight and bias
+gradients by aten's convolution backward, then one pass for dM and one for each input's gradient.
 
-The buffer's memory format is a choice: on some CPUs oneDNN's conv and its backward are several times faster on a
-channels-last map (heads innermost) than on the map as it lies, on others not. On the CPU, `fastest_layout` times
-both once per map shape (separately for inference and for training, whose backward differs most) and keeps the
-choice for the process, as `EvolvingAttentionConv` does for its kernels. Both layouts compute the same sums.
+X's memory format is a choice: oneDNN's conv and its backward run several times faster on a channels-last map (heads
+innermost) on some CPUs, not on others, and converting costs a pass each way. On the CPU, `fastest_layout` times both
+once per map shape (inference and training apart) and keeps the choice for the process. Both compute the same sums.
 """
 
 import time
@@ -26,7 +26,6 @@ from .cpu_conv_kernels import CPU_KERNELS, fastest_kernel
 
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-CPU_CHOICES: dict[tuple, str] = {}  # the CPU kernel of the backward's input gradient, per map shape
 LEAKY_SLOPE = 0.01  # nn.LeakyReLU's, as EA_ACTIVATIONS builds it
 FUSED_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "identity")
 
@@ -74,6 +73,7 @@ def fused_forward(
         stacked[:, :, rows:] = mixed
     cached = stacked[:, :, -rows:].clone(memory_format=torch.contiguous_format) if step.use_cache and rows else None
     convolved = step.conv(stacked)  # no autograd here: EvolvingAttentionConv's CPU kernels apply
+    convolved = convolved.to(mixed.dtype)  # under autocast the conv may compute in another dtype
     saved = convolved if save and step.activation == "gelu" else None
     if step.activation == "gelu":
         convolved = F.gelu(convolved)
@@ -115,6 +115,8 @@ class EvolvingAttentionFunction(torch.autograd.Function):
         else:
             grad_conv = grad_evolved
         grad_conv = grad_conv.contiguous(memory_format=layout)
+        # alpha * conv(X): the conv with the weight scaled, in X's dtype (autocast's, where the forward ran under it)
+        scaled = weight.to(stacked.dtype) * step.alpha
         wanted = ctx.needs_input_grad
         grad_input = any(wanted[:3])
         transposed = None
@@ -123,14 +125,14 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             # backward-data is slower than its forward on some CPUs), and the backward below gives dW and db only
             kernel_size = weight.shape[2:]
             padding = [size - 1 - pad for size, pad in zip(kernel_size, step.conv.padding)]
-            weight_t = (weight * step.alpha).flip(2, 3).transpose(0, 1).contiguous()
+            weight_t = scaled.flip(2, 3).transpose(0, 1).contiguous()
             transposed = SimpleNamespace(weight=weight_t, bias=None, padding=padding, kernel_size=kernel_size,
                                          out_channels=weight.shape[1])  # fmt: skip
             grad_input = False
         grad_stacked, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad_conv,
             stacked,
-            weight * step.alpha,  # d/dX of alpha * conv(X): the conv with the weight scaled
+            scaled,
             [weight.shape[0]] if ctx.has_bias else None,
             [1, 1],
             list(step.conv.padding),
@@ -140,14 +142,15 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             1,
             [grad_input, wanted[3], ctx.has_bias and wanted[4]],
         )
-        if transposed is not None:
-            kernel = fastest_kernel(transposed, grad_conv, CPU_CHOICES)
+        if transposed is not None:  # the conv's class pins or keeps the kernel choices, as for its forward
+            conv_class = type(step.conv)
+            kernel = conv_class.cpu_kernel or fastest_kernel(transposed, grad_conv, conv_class.cpu_choices)
             grad_stacked = CPU_KERNELS[kernel](transposed, grad_conv)
         grad_logits = grad_previous = grad_top = None
         if grad_weight is not None:
-            grad_weight = grad_weight * step.alpha
+            grad_weight = (grad_weight * step.alpha).to(weight.dtype)
         if grad_bias is not None:
-            grad_bias = grad_bias * step.alpha
+            grad_bias = (grad_bias * step.alpha).to(weight.dtype)
         if grad_stacked is not None:
             if grad_cached is not None:
                 grad_stacked[:, :, -rows:] += grad_cached

@@ -70,6 +70,7 @@ OVERRIDES = {
     "scripts/examples/run_uea.py": "--seeds 0 --num_train_epochs 1",
     "scripts.release.build_checkpoints": "--max_train_samples 16",
     "benchmarks.benchmark_generation": "--quick --repeats 1",
+    "benchmarks.cost_structure": "--rounds 1 --models dc-japanesevowels",
 }
 
 

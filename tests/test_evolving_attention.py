@@ -388,6 +388,23 @@ def test_fused_step_on_bert_base_maps_in_fp32(monkeypatch, layout, shape):
         assert error <= 2 * reference_error + 1e-5 * truth.abs().max().item(), (name, error, reference_error)
 
 
+def test_fused_step_under_autocast():
+    """Under autocast (what Trainer's `--bf16` uses) the conv computes in bfloat16 on float32 weights: the fused step
+    gives the reference's E and gradients, the weight's in float32."""
+    step, tensors, query_mask, key_mask = fused_case("relu", True, True, False, padded=True, dtype=torch.float32)
+    tensors = [t.detach().bfloat16().requires_grad_() for t in tensors]  # the logits of matmuls under autocast
+    results = []
+    for fused in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = step_outputs(step, tensors, query_mask, key_mask, fused)
+        results.append((outputs, output_gradients(step, tensors, outputs)))
+    (reference, expected), (fused, got) = results
+    for a, b in zip([*fused, *got], [*reference, *expected]):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    assert got[-2].dtype == torch.float32
+
+
 def saved_bytes(function) -> int:
     """The bytes of the distinct storages autograd saves while `function()` runs (parameters excluded)."""
     storages = {}
