@@ -32,9 +32,9 @@ FUSED_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "identity")
 
 @dataclass(frozen=True)
 class FusedStep:
-    """What the fused step needs beside its tensors: the conv (its forward, in inference), alpha, beta, the
-    activation's name, the query rows r above the map, the conv's padding, X's layout, and whether to return the last
-    r rows of X for a decoding cache."""
+    """What the fused step needs beside its tensors: the conv (its forward runs the step's conv; its padding serves
+    the backward), alpha, beta, the activation's name, the query rows r above the map, X's layout (a key of
+    `LAYOUTS`), and whether to return the last r rows of X for a decoding cache."""
 
     conv: nn.Conv2d
     alpha: float
@@ -56,7 +56,7 @@ def fused_forward(
     """E [B, H, Q, K] from S = `logits` and E_prev = `previous`; `top` [B, H, r, K] the rows above the first query
     (None: zeros), `keep` the bool mask of valid positions. Returns E, X [B, H, r + Q, K] (M below r rows), what the
     activation's backward needs (`save`: sign bits, or GELU's input; else None) and the rows to cache (or None).
-    Without `save` (inference, contiguous layout) E is written into M's memory."""
+    E is written into the memory of act(conv(X)), which nothing else reads."""
     batch_size, num_heads, num_queries, num_keys = logits.shape
     rows, layout = step.rows_above, LAYOUTS[step.layout]
     shape = (batch_size, num_heads, rows + num_queries, num_keys)
