@@ -359,7 +359,7 @@ def test_fused_step_equals_the_reference(monkeypatch, layout, activation, causal
     expected = output_gradients(step, tensors, reference)
     for got, want in zip(output_gradients(step, tensors, fused), expected):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
-    if activation != "gelu":  # gelu's backward is aten's own; the others are the Function's
+    if activation != "gelu" and layout == "contiguous":  # gelu's backward is aten's; the layouts share the math
         parameters = [step.conv.weight, step.conv.bias]
         assert torch.autograd.gradcheck(
             lambda *inputs: step_outputs(step, list(inputs[: len(tensors)]), query_mask, key_mask, fused=True),
