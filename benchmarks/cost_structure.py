@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, ViTConfig
 
+from benchmarks.benchmark import ea_twin
 from ea_hf import (
     EABertConfig,
     EABertForSequenceClassification,
@@ -36,20 +37,20 @@ from ea_hf import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bert(length: int, **ea):
-    config = EABertConfig(**{**BertConfig().to_dict(), "ea_alpha": 0.5, "ea_beta": 0.5, **ea})
+def bert(length: int):
+    config = EABertConfig(**{**BertConfig().to_dict(), "ea_alpha": 0.5, "ea_beta": 0.5})
     inputs = {"input_ids": torch.randint(1, config.vocab_size, (1, length))}
     return EABertForSequenceClassification(config), inputs, config.num_attention_heads, 64
 
 
-def vit(size: int, **ea):
-    config = EAViTConfig(**{**ViTConfig().to_dict(), "ea_alpha": 0.5, "ea_beta": 0.5, **ea})
+def vit(size: int):
+    config = EAViTConfig(**{**ViTConfig().to_dict(), "ea_alpha": 0.5, "ea_beta": 0.5})
     inputs = {"pixel_values": torch.randn(1, 3, size, size)}
     return EAViTForImageClassification(config), inputs, config.num_attention_heads, 64
 
 
-def dc_transformer(length: int, channels: int, **ea):
-    config = EADCTransformerConfig(num_channels=channels, context_length=length, num_labels=4, **ea)
+def dc_transformer(length: int, channels: int):
+    config = EADCTransformerConfig(num_channels=channels, context_length=length, num_labels=4)
     inputs = {"past_values": torch.randn(1, length, channels)}
     key_width = int(config.d_model * config.attention_key_fraction) // config.num_attention_heads
     return EADCTransformerForTimeSeriesClassification(config), inputs, config.num_attention_heads, key_width
@@ -106,9 +107,7 @@ def main(argv=None) -> list[str]:
         label, build, arguments = MODELS[name]
         torch.manual_seed(0)
         ea, inputs, heads, head_width = build(*arguments)
-        off, _, _, _ = build(*arguments, ea_alpha=0.0, ea_beta=0.0)
-        off.load_state_dict(ea.state_dict(), strict=False)
-        ea.eval(), off.eval()
+        ea, off = ea.eval(), ea_twin(ea, type(ea), ea_alpha=0.0, ea_beta=0.0)  # the same weights, EA off
         with_ea, without = multiply_adds(ea, inputs), multiply_adds(off, inputs)
         ratio = time_ratio(ea, off, inputs, args.rounds)
         rows.append(

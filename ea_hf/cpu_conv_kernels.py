@@ -8,7 +8,9 @@ Every kernel computes the same sums as `nn.Conv2d.forward` (the tests check each
 backward runs them too, for the conv's input gradient (the conv with the flipped, transposed weight).
 """
 
+import functools
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -51,19 +53,31 @@ CPU_KERNELS = {  # each called as kernel(conv, input); `conv` needs weight, bias
 }
 
 
-def fastest_kernel(conv: nn.Conv2d, input: torch.Tensor, choices: dict[tuple, str]) -> str:
-    """The name of the fastest of `CPU_KERNELS` for maps like `input` [B, C, rows, K]: looked up in `choices`, or
-    timed once (rows and keys rounded up to a power of two, with the channels, kernel, padding, dtype and threads
-    as the key) and recorded there."""
-    bucket = [1 << max(size - 1, 0).bit_length() for size in input.shape[2:]]
-    key = (*input.shape[:2], *bucket, conv.out_channels, *conv.kernel_size, *conv.padding, input.dtype)
-    key += (torch.get_num_threads(),)
+def shape_bucket(shape) -> list[int]:
+    """Each of a map's rows and keys (its last two sizes) rounded up to a power of two: maps in one bucket share a
+    timed choice."""
+    return [1 << max(size - 1, 0).bit_length() for size in shape[-2:]]
+
+
+def fastest(key: tuple, runs: dict[str, Callable[[], object]], choices: dict[tuple, str], repeats: int = 1) -> str:
+    """The name of the fastest of `runs`: looked up under `key` in `choices`, or timed once (a first call of each
+    allocates what later calls reuse, then the best of `repeats` calls) and recorded there."""
     if key not in choices:
         seconds = {}
-        for name, kernel in CPU_KERNELS.items():
-            kernel(conv, input)  # a first call allocates what later calls reuse
-            start = time.perf_counter()
-            kernel(conv, input)
-            seconds[name] = time.perf_counter() - start
+        for name, run in runs.items():
+            run()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run()
+                seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - start)
         choices[key] = min(seconds, key=seconds.get)
     return choices[key]
+
+
+def fastest_kernel(conv: nn.Conv2d, input: torch.Tensor, choices: dict[tuple, str]) -> str:
+    """The name of the fastest of `CPU_KERNELS` for maps like `input` [B, C, rows, K] (`fastest`, keyed by the batch,
+    channels, `shape_bucket`, kernel, padding, dtype and threads)."""
+    key = (*input.shape[:2], *shape_bucket(input.shape), conv.out_channels, *conv.kernel_size, *conv.padding)
+    key += (input.dtype, torch.get_num_threads())
+    runs = {name: functools.partial(kernel, conv, input) for name, kernel in CPU_KERNELS.items()}
+    return fastest(key, runs, choices)

@@ -16,6 +16,7 @@ This file holds the step (`EvolvingAttentionStep`, with its convs), the attentio
 the configs' EA fields are in `configuration_evolving_attention.py`, the conv's CPU kernels in `cpu_conv_kernels.py`.
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -24,14 +25,8 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
-from .cpu_conv_kernels import CPU_KERNELS, fastest_kernel
-from .fused_evolving_attention import (
-    FUSED_ACTIVATIONS,
-    EvolvingAttentionFunction,
-    FusedStep,
-    fastest_layout,
-    fused_forward,
-)
+from .cpu_conv_kernels import CPU_KERNELS, fastest, fastest_kernel, shape_bucket
+from .fused_evolving_attention import FUSED_ACTIVATIONS, LAYOUTS, EvolvingAttentionFunction, FusedStep, fused_forward
 
 
 # applied to the conv's output, which nothing else reads: in place where the activation can be
@@ -118,8 +113,8 @@ class EvolvingAttentionConv(nn.Conv2d):
         device."""
         plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
         records_graph = torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad)
-        on_cpu = input.device.type == "cpu" and input.is_contiguous()
-        return plain and on_cpu and not records_graph and not is_tracing()
+        cpu_map = input.device.type == "cpu" and input.is_contiguous()
+        return plain and cpu_map and not records_graph and not is_tracing()
 
 
 class EvolvingAttentionGridConv(nn.Module):
@@ -310,15 +305,15 @@ class EvolvingAttentionStep(nn.Module):
         if layout is None and logits.device.type != "cpu":
             layout = "contiguous"
         elif layout is None:  # timed once per shape, on detached copies in training (with the backward)
-            bucket = [1 << max(size - 1, 0).bit_length() for size in logits.shape[2:]]
-            key = (training, *logits.shape[:2], *bucket, *conv.kernel_size, self.rows_above, logits.dtype)
-            key += (torch.get_num_threads(),)
+            key = (training, *logits.shape[:2], *shape_bucket(logits.shape), *conv.kernel_size, self.rows_above)
+            key += (logits.dtype, torch.get_num_threads())
 
             def time_one(name: str):
                 copies = [t if t is None or not training else t.detach().requires_grad_() for t in tensors]
                 self.run_fused(name, copies, keep, use_cache, training, backward=True)
 
-            layout = fastest_layout(key, time_one, self.layout_choices)
+            runs = {name: functools.partial(time_one, name) for name in LAYOUTS}
+            layout = fastest(key, runs, self.layout_choices, repeats=2)
         return self.run_fused(layout, tensors, keep, use_cache, training)
 
     def run_fused(

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from huggingface_hub import ModelCard
 from transformers import AutoConfig, PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -256,3 +257,19 @@ def check_tokenizer(tokenizer, model, model_args: ModelArguments) -> None:
         raise ValueError(f"The tokenizer does not match the model: {sizes}. {fix}")
     if embeddings - ids > VOCABULARY_PADDING:
         logger.warning(f"The tokenizer may not match the model: {sizes}. {fix}")
+
+
+def update_model_card(output_dir: str, metadata: dict, default_model_name: bool = False) -> None:
+    """Set the non-empty `metadata` fields (pipeline_tag, widget, ...) on the model card Trainer wrote in
+    `output_dir` (README.md), if there is one; with `default_model_name`, name a card that has no model name after
+    the folder. The example scripts' `CardTrainer.create_model_card` calls it after Trainer's own."""
+    path = os.path.join(output_dir, "README.md")
+    if not os.path.isfile(path):
+        return
+    card = ModelCard.load(path)
+    for key, value in metadata.items():
+        if value:
+            setattr(card.data, key, value)
+    if default_model_name:
+        card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(output_dir))
+    card.save(path)

@@ -10,11 +10,11 @@ of `cpu_conv_kernels`, a conv with the flipped, transposed weight; alpha folded 
 gradients by aten's convolution backward, then one pass for dM and one for each input's gradient.
 
 X's memory format is a choice: oneDNN's conv and its backward run several times faster on a channels-last map (heads
-innermost) on some CPUs, not on others, and converting costs a pass each way. On the CPU, `fastest_layout` times both
-once per map shape (inference and training apart) and keeps the choice for the process. Both compute the same sums.
+innermost) on some CPUs, not on others, and converting costs a pass each way. On the CPU, `EvolvingAttentionStep`
+times both once per map shape (inference and training apart) and keeps the choice for the process. Both compute the
+same sums.
 """
 
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -63,13 +63,14 @@ def fused_forward(
     stacked = torch.empty(shape, dtype=logits.dtype, device=logits.device, memory_format=layout)
     if rows:
         stacked[:, :, :rows] = 0.0 if top is None else top
-    # M = (1 - beta) * S + beta * E_prev, zero at masked positions: into X, or first as the logits lie (a lerp
-    # that writes another layout is several times slower than one that does not, and than the copy)
-    mixed = stacked[:, :, rows:] if layout == torch.contiguous_format else torch.empty_like(logits)
+    # M = (1 - beta) * S + beta * E_prev, zero at masked positions: into X, or first as the logits lie and then
+    # copied (a lerp that writes another layout is several times slower than one that does not, and than the copy)
+    as_it_lies = layout == torch.contiguous_format
+    mixed = stacked[:, :, rows:] if as_it_lies else torch.empty_like(logits)
     torch.lerp(logits, previous, step.beta, out=mixed)
     if keep is not None:
         mixed.masked_fill_(~keep, 0.0)
-    if mixed.data_ptr() != stacked[:, :, rows:].data_ptr():
+    if not as_it_lies:
         stacked[:, :, rows:] = mixed
     cached = stacked[:, :, -rows:].clone(memory_format=torch.contiguous_format) if step.use_cache and rows else None
     convolved = step.conv(stacked)  # no autograd here: EvolvingAttentionConv's CPU kernels apply
@@ -96,8 +97,6 @@ class EvolvingAttentionFunction(torch.autograd.Function):
         evolved, stacked, saved, cached = fused_forward(step, logits, previous, top, keep, save=True)
         ctx.save_for_backward(stacked, saved, weight, keep)
         ctx.step, ctx.has_bias = step, bias is not None
-        if cached is None:
-            return evolved, None
         return evolved, cached
 
     @staticmethod
@@ -165,18 +164,3 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             if wanted[1]:
                 grad_previous = grad_mixed.mul_(step.beta)
         return grad_logits, grad_previous, grad_top, grad_weight, grad_bias, None, None
-
-
-def fastest_layout(key: tuple, run, choices: dict[tuple, str], repeats: int = 2) -> str:
-    """The name of the faster of `LAYOUTS` for `run(layout)`: looked up under `key` in `choices`, or timed once (a
-    first call of each allocates what later calls reuse, then the best of `repeats` calls) and recorded there."""
-    if key not in choices:
-        seconds = {}
-        for layout in LAYOUTS:
-            run(layout)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run(layout)
-                seconds[layout] = min(seconds.get(layout, float("inf")), time.perf_counter() - start)
-        choices[key] = min(seconds, key=seconds.get)
-    return choices[key]

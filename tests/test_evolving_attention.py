@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedConfig
 
-from ea_hf import EABertConfig, EvolvingAttentionStep, attention_probabilities
+from ea_hf import EABertConfig, EvolvingAttentionStep, attention_probabilities, evolving_attention
 from ea_hf.cpu_conv_kernels import CPU_KERNELS, conv3d_kernel
 from ea_hf.evolving_attention import EvolvingAttentionConv, EvolvingAttentionGridConv
 from ea_hf.fused_evolving_attention import LAYOUTS
@@ -450,16 +450,16 @@ def test_fused_layout_is_chosen_by_timing_once_per_shape(monkeypatch):
     monkeypatch.setattr(EvolvingAttentionStep, "layout_choices", {})
     step, tensors, _, _ = fused_case("relu", False, False, False, padded=False, dtype=torch.float32)
     now, layouts = [0.0], []
-    import ea_hf.fused_evolving_attention as fused_module
 
     def clock():  # a channels-last call takes 0.1 s, a contiguous one 1 s
         now[0] += 0.1 if layouts and layouts[-1] == "channels_last" else 1.0
         return now[0]
 
-    original = fused_module.fused_forward
-    monkeypatch.setattr(fused_module.time, "perf_counter", clock)
+    original = evolving_attention.fused_forward
+    monkeypatch.setattr(time, "perf_counter", clock)
     monkeypatch.setattr(
-        "ea_hf.evolving_attention.fused_forward",
+        evolving_attention,
+        "fused_forward",
         lambda step, *args, **kwargs: layouts.append(step.layout) or original(step, *args, **kwargs),
     )
     with torch.no_grad():

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import transformers
-from huggingface_hub import ModelCard
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import (
@@ -58,7 +57,14 @@ from transformers import (
     set_seed,
 )
 
-from ea_hf.finetuning import ModelArguments, check_launch, check_tokenizer, detect_last_checkpoint, load_model
+from ea_hf.finetuning import (
+    ModelArguments,
+    check_launch,
+    check_tokenizer,
+    detect_last_checkpoint,
+    load_model,
+    update_model_card,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -299,13 +305,8 @@ class CardTrainer(Trainer):
 
     def create_model_card(self, **kwargs):
         super().create_model_card(**kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.isfile(path):
-            card = ModelCard.load(path)
-            for key, value in self.card_metadata.items():
-                if value:
-                    setattr(card.data, key, value)
-            card.save(path)
+        if self.is_world_process_zero():
+            update_model_card(self.args.output_dir, self.card_metadata)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:

@@ -54,7 +54,6 @@ import numpy as np
 import torch
 import transformers
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
-from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -66,7 +65,7 @@ from transformers import (
     set_seed,
 )
 
-from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model
+from ea_hf.finetuning import ModelArguments, check_launch, detect_last_checkpoint, load_model, update_model_card
 
 
 logger = logging.getLogger(__name__)
@@ -380,13 +379,8 @@ class CardTrainer(Trainer):
 
     def create_model_card(self, **kwargs):
         super().create_model_card(**kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.isfile(path):
-            card = ModelCard.load(path)
-            for key, value in self.card_metadata.items():
-                if value:
-                    setattr(card.data, key, value)
-            card.save(path)
+        if self.is_world_process_zero():
+            update_model_card(self.args.output_dir, self.card_metadata)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow.compute as pc
 import sacrebleu
 import transformers
-from huggingface_hub import EvalResult, ModelCard
+from huggingface_hub import EvalResult
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -62,7 +62,14 @@ from transformers import (
 
 from ea_hf import TranslationPipeline, save_translation_pipeline
 from ea_hf.custom_pipelines import custom_pipelines_entry
-from ea_hf.finetuning import ModelArguments, check_launch, check_tokenizer, detect_last_checkpoint, load_model
+from ea_hf.finetuning import (
+    ModelArguments,
+    check_launch,
+    check_tokenizer,
+    detect_last_checkpoint,
+    load_model,
+    update_model_card,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -290,14 +297,8 @@ class CardTrainer(Seq2SeqTrainer):
 
     def create_model_card(self, **kwargs):
         super().create_model_card(**kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.isfile(path):
-            card = ModelCard.load(path)
-            for key, value in self.card_metadata.items():
-                if value:
-                    setattr(card.data, key, value)
-            card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(self.args.output_dir))
-            card.save(path)
+        if self.is_world_process_zero():
+            update_model_card(self.args.output_dir, self.card_metadata, default_model_name=True)
 
 
 def parse_args(
