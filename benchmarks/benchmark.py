@@ -59,7 +59,14 @@ import torch
 import transformers
 from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, BertConfig, ViTConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    LlamaConfig,
+    ViTConfig,
+)
 
 import ea_hf
 from benchmarks import benchmark_generation
@@ -79,14 +86,15 @@ RATIOS = {  # the ratios reported, where both variants ran: name -> (variant, re
     "EA reference / vanilla eager": (REFERENCE_VARIANT, "vanilla eager"),
     "EA compiled / vanilla compiled": ("EA compiled", "vanilla compiled"),
 }
-SOURCE_LENGTH = 32  # Marian's source tokens
+SOURCE_LENGTH = 32  # Marian's source tokens, Llama's prompt tokens
 
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark. `length`: tokens per sequence (bert), image side in pixels (vit), or new tokens (marian)."""
+    """One benchmark. `length`: tokens per sequence (bert, llama training), image side in pixels (vit), or new tokens
+    (generation)."""
 
-    family: str  # "bert", "vit" or "marian"
+    family: str  # "bert", "vit", "marian" or "llama"
     task: str  # "forward", "backward" (forward + backward, dropout on), "train" (+ AdamW step) or "generate"
     batch_size: int
     length: int
@@ -106,6 +114,9 @@ CASES = {
     "vit-train-b8-224": Case("vit", "train", 8, 224),
     "marian-generate-64": Case("marian", "generate", 1, 64),
     "marian-train-b8-l64": Case("marian", "train", 8, 64),
+    "llama-generate-b1-64": Case("llama", "generate", 1, 64),
+    "llama-generate-b8-64": Case("llama", "generate", 8, 64),
+    "llama-train-b2-l512": Case("llama", "train", 2, 512),
 }
 QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
     "bert-forward-b1-l128": (1, 32),
@@ -121,15 +132,24 @@ QUICK_SHAPES = {  # `--quick`: (batch size, length) of each case, on tiny models
     "vit-train-b8-224": (2, 32),
     "marian-generate-64": (1, 8),
     "marian-train-b8-l64": (2, 8),
+    "llama-generate-b1-64": (1, 8),
+    "llama-generate-b8-64": (2, 8),
+    "llama-train-b2-l512": (1, 64),
 }
-HOSTS = {  # family: its vanilla config class (whose defaults are the base size), the head's Auto class
-    "bert": (BertConfig, AutoModelForSequenceClassification),
-    "vit": (ViTConfig, AutoModelForImageClassification),
+# ~100M parameters (tied embeddings): TinyLlama's shape at half the width and depth
+LLAMA_SIZE = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                  num_attention_heads=12, num_key_value_heads=4, tie_word_embeddings=True, pad_token_id=0)  # fmt: skip
+HOSTS = {  # family: its vanilla config class, the benchmark's size (else the config's defaults), the head's Auto class
+    "bert": (BertConfig, {}, AutoModelForSequenceClassification),
+    "vit": (ViTConfig, {}, AutoModelForImageClassification),
+    "llama": (LlamaConfig, LLAMA_SIZE, AutoModelForCausalLM),
 }
 QUICK_SIZES = {  # Marian's come from benchmark_generation.QUICK
     "bert": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
     "vit": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
                 patch_size=8),
+    "llama": dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),
 }  # fmt: skip
 # EA / vanilla eager, BERT-base (issue 22; the peak memories at length 128 from issue 8): (case, metric, limit)
 TARGETS = [
@@ -144,6 +164,10 @@ TARGETS = [
     ("bert-train-b2-l512", "peak_memory", 1.15),
     ("bert-forward-b8-l128", "peak_memory", 1.15),
     ("bert-train-b8-l128", "peak_memory", 1.15),
+    # issue 23: EA-Llama
+    ("llama-generate-b1-64", "time", round(1 / 0.85, 3)),
+    ("llama-generate-b8-64", "time", round(1 / 0.85, 3)),
+    ("llama-train-b2-l512", "time", 1.30),
 ]
 CHECK_ATOL = {"EA off": 1e-5, "vanilla sdpa": 1e-4}  # max |logits - vanilla eager's|
 
@@ -169,8 +193,8 @@ def build_models(family: str, quick: bool) -> dict[str, torch.nn.Module]:
         built = benchmark_generation.build_models("marian", quick)
         models = {variant: built["EA cached" if variant == "EA" else variant] for variant in VARIANTS}
     else:
-        config_class, auto_class = HOSTS[family]
-        config = config_class(**(QUICK_SIZES[family] if quick else {}))
+        config_class, size, auto_class = HOSTS[family]
+        config = config_class(**{**size, **(QUICK_SIZES[family] if quick else {})})
         ea_class, vanilla_class = ea_hf.ea_model_classes(config, auto_class)
         torch.manual_seed(0)
         eager = vanilla_class(config).eval()
@@ -213,12 +237,17 @@ def check_shared_weights(models: dict[str, torch.nn.Module], family: str) -> dic
 
 def make_inputs(case: Case, config) -> dict[str, torch.Tensor]:
     """bert: `input_ids` and `attention_mask` [B, L] (no padding); vit: `pixel_values` [B, C, L, L]; marian:
-    `input_ids` [B, SOURCE_LENGTH]. To train (and backward), `labels`: [B] classes, or Marian's [B, L] tokens."""
+    `input_ids` [B, SOURCE_LENGTH]; llama: prompts [B, SOURCE_LENGTH] to generate from, else [B, L]. To train (and
+    backward), `labels`: [B] classes, or Marian's [B, L] tokens, or Llama's inputs."""
     torch.manual_seed(1)
     batch_size, length = case.batch_size, case.length
     learns = case.task in ("backward", "train")
     if case.family == "vit":
         inputs = {"pixel_values": torch.randn(batch_size, config.num_channels, length, length)}
+    elif case.family == "llama":
+        tokens = torch.randint(1, config.vocab_size, (batch_size, length if learns else SOURCE_LENGTH))
+        inputs = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens)}
+        return {**inputs, "labels": tokens} if learns else inputs
     elif case.family == "marian":
         inputs = {"input_ids": torch.randint(2, config.vocab_size - 1, (batch_size, SOURCE_LENGTH))}
         if learns:
@@ -267,12 +296,13 @@ def make_step(case: Case, model: torch.nn.Module, inputs: dict) -> tuple[Callabl
 
     else:
         generation = dict(max_new_tokens=case.length, min_new_tokens=case.length, do_sample=False, num_beams=1)
+        before = inputs["input_ids"].shape[1] if case.family == "llama" else 1  # the prompt, or the decoder start
 
         @torch.inference_mode()
         def step():
             output = model.generate(**inputs, **generation)
-            if output.shape[1] != case.length + 1:
-                raise RuntimeError(f"generate() returned {output.shape[1] - 1} tokens, not {case.length}.")
+            if output.shape[1] != case.length + before:
+                raise RuntimeError(f"generate() returned {output.shape[1] - before} tokens, not {case.length}.")
 
     return step, lambda: []
 

@@ -6,7 +6,9 @@ Importing `ea_hf` registers every EA config and model with transformers' Auto cl
 
 from .configuration_ea_bert import EABertConfig
 from .configuration_ea_dc_transformer import EADCTransformerConfig
+from .configuration_ea_llama import EALlamaConfig
 from .configuration_ea_marian import EAMarianConfig
+from .configuration_ea_qwen2 import EAQwen2Config
 from .configuration_ea_t5 import EAT5Config
 from .configuration_ea_vit import EAViTConfig
 from .convert import convert_checkpoint
@@ -20,6 +22,7 @@ from .custom_pipelines import (
 )
 from .evolving_attention import (
     EvolvingAttentionCache,
+    EvolvingAttentionDynamicCache,
     EvolvingAttentionStep,
     attention_probabilities,
 )
@@ -39,7 +42,19 @@ from .modeling_ea_dc_transformer import (
     EADCTransformerModel,
     EADCTransformerPreTrainedModel,
 )
+from .modeling_ea_llama import (
+    EALlamaForCausalLM,
+    EALlamaForSequenceClassification,
+    EALlamaModel,
+    EALlamaPreTrainedModel,
+)
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel, EAMarianPreTrainedModel
+from .modeling_ea_qwen2 import (
+    EAQwen2ForCausalLM,
+    EAQwen2ForSequenceClassification,
+    EAQwen2Model,
+    EAQwen2PreTrainedModel,
+)
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model, EAT5PreTrainedModel
 from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel, EAViTPreTrainedModel
 from .pipeline_time_series import TimeSeriesClassificationPipeline
@@ -68,10 +83,20 @@ __all__ = [
     "EADCTransformerForTimeSeriesRegression",
     "EADCTransformerModel",
     "EADCTransformerPreTrainedModel",
+    "EALlamaConfig",
+    "EALlamaForCausalLM",
+    "EALlamaForSequenceClassification",
+    "EALlamaModel",
+    "EALlamaPreTrainedModel",
     "EAMarianConfig",
     "EAMarianModel",
     "EAMarianMTModel",
     "EAMarianPreTrainedModel",
+    "EAQwen2Config",
+    "EAQwen2ForCausalLM",
+    "EAQwen2ForSequenceClassification",
+    "EAQwen2Model",
+    "EAQwen2PreTrainedModel",
     "EAT5Config",
     "EAT5EncoderModel",
     "EAT5ForConditionalGeneration",
@@ -84,6 +109,7 @@ __all__ = [
     "EAViTPreTrainedModel",
     "EAModelClasses",
     "EvolvingAttentionCache",
+    "EvolvingAttentionDynamicCache",
     "EvolvingAttentionStep",
     "TimeSeriesClassificationPipeline",
     "TranslationPipeline",

@@ -3,13 +3,13 @@
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
-from .configuration_evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAEncoderConfigMixin
 
 
 @strict
-class EABertConfig(EAConfigMixin, BertConfig):
+class EABertConfig(EAEncoderConfigMixin, BertConfig):
     r"""
-    Every `BertConfig` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    Every `BertConfig` field, plus the EA fields of `EAEncoderConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
     `ea_activation`, `ea_encoder`).
 
     Loading a vanilla BERT config (`model_type: "bert"`) with `EABertConfig.from_pretrained` converts it, with these

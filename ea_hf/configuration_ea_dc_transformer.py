@@ -4,11 +4,11 @@ evolving-attention fields."""
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from .configuration_evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAEncoderConfigMixin
 
 
 @strict
-class EADCTransformerConfig(EAConfigMixin, PreTrainedConfig):
+class EADCTransformerConfig(EAEncoderConfigMixin, PreTrainedConfig):
     r"""
     Defaults are those of the authors' `EACausalConv` model (pkuyym/EvolvingAttention, `options.py` and `main.py`).
 
@@ -32,8 +32,8 @@ class EADCTransformerConfig(EAConfigMixin, PreTrainedConfig):
     dropout (`float`, defaults to 0.1):
         Dropout on positions, feed-forward sub-layers, forwarded attention logits and the head.
     ea_alpha, ea_beta, ea_kernel_size, ea_activation, ea_encoder:
-        The EA fields of `EAConfigMixin`, with the authors' time-series defaults: alpha 0.3, beta 0.7, activation
-        `"leaky_relu"`. The chain runs through the attention branches of blocks 1 and up (block 0 has none).
+        The EA fields of `EAEncoderConfigMixin`, with the authors' time-series defaults: alpha 0.3, beta 0.7,
+        activation `"leaky_relu"`. The chain runs through the attention branches of blocks 1 and up (block 0 has none).
     """
 
     model_type = "ea_dc_transformer"

@@ -4,13 +4,13 @@ chain."""
 from huggingface_hub.dataclasses import strict
 from transformers import MarianConfig
 
-from .configuration_evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAEncoderConfigMixin
 
 
 @strict
-class EAMarianConfig(EAConfigMixin, MarianConfig):
+class EAMarianConfig(EAEncoderConfigMixin, MarianConfig):
     r"""
-    Every `MarianConfig` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    Every `MarianConfig` field, plus the EA fields of `EAEncoderConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
     `ea_activation`, `ea_encoder`: the encoder's self-attention chain) and:
 
     ea_decoder (`bool`, defaults to `True`):

@@ -3,13 +3,13 @@
 from huggingface_hub.dataclasses import strict
 from transformers import T5Config
 
-from .configuration_evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAEncoderConfigMixin
 
 
 @strict
-class EAT5Config(EAConfigMixin, T5Config):
+class EAT5Config(EAEncoderConfigMixin, T5Config):
     r"""
-    Every `T5Config` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    Every `T5Config` field, plus the EA fields of `EAEncoderConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
     `ea_activation`, `ea_encoder`: the encoder's self-attention chain) and:
 
     ea_decoder (`bool`, defaults to `True`):

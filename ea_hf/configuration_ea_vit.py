@@ -3,13 +3,13 @@
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
-from .configuration_evolving_attention import EAConfigMixin
+from .configuration_evolving_attention import EAEncoderConfigMixin
 
 
 @strict
-class EAViTConfig(EAConfigMixin, ViTConfig):
+class EAViTConfig(EAEncoderConfigMixin, ViTConfig):
     r"""
-    Every `ViTConfig` field, plus the EA fields of `EAConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
+    Every `ViTConfig` field, plus the EA fields of `EAEncoderConfigMixin` (`ea_alpha`, `ea_beta`, `ea_kernel_size`,
     `ea_activation`, `ea_encoder`) and:
 
     ea_conv (`str`, defaults to `"raster"`):

@@ -50,9 +50,9 @@ class EAConfigMixin:
         Odd kernel size of the Conv2d over the (query, key) plane.
     ea_activation (`str`, defaults to `"relu"`):
         Activation of the convolution branch: `"relu"`, `"leaky_relu"`, `"gelu"` or `"identity"`.
-    ea_encoder (`bool`, defaults to `True`):
-        Evolve the attention maps through the encoder's self-attention layers. With every chain off (or
-        `ea_alpha = ea_beta = 0`) the model computes exactly what its vanilla twin computes.
+
+    Each family adds a switch per chain (`ea_encoder` in `EAEncoderConfigMixin`, `ea_decoder`, ...). With every chain
+    off (or `ea_alpha = ea_beta = 0`) the model computes exactly what its vanilla twin computes.
 
     A value out of range raises a `ValueError` naming the field whenever it is set. A subclass sets `host_model_type`
     (the vanilla `model_type` it converts: its `from_pretrained` loads such a config and adds the EA fields) and
@@ -67,7 +67,6 @@ class EAConfigMixin:
     ea_beta: float | int = 0.1
     ea_kernel_size: int = 3
     ea_activation: str = "relu"
-    ea_encoder: bool = True
 
     def __setattr__(self, name, value):
         if name in EA_FIELD_CHECKS:
@@ -100,3 +99,14 @@ class EAConfigMixin:
                 + " checkpoints."
             )
         return config_dict, kwargs
+
+
+@dataclass(repr=False, eq=False)
+class EAEncoderConfigMixin(EAConfigMixin):
+    r"""The EA fields of a model with an encoder (BERT, ViT, T5, Marian, the DC-Transformer): `EAConfigMixin`'s and
+
+    ea_encoder (`bool`, defaults to `True`):
+        Evolve the attention maps through the encoder's self-attention layers.
+    """
+
+    ea_encoder: bool = True

@@ -428,35 +428,32 @@ def evolving_attention_forward(
     return output, probabilities, logits, rows
 
 
-class EvolvingAttentionCache(EncoderDecoderCache):
-    """transformers' `EncoderDecoderCache` plus, for each EA decoder layer, the last k-1 rows of its mixed map M that
-    the query-causal conv reads at the next decoding step (`ea_rows`, keyed by (layer index, is cross-attention)).
-    Beam search reorders them with the keys and values. Shared by the EA encoder-decoders' attention modules."""
+class EvolvingAttentionRows:
+    """The part of an EA decoder's cache that transformers' caches lack: for each EA layer, the last k-1 rows of its
+    mixed map M that the query-causal conv reads at the next decoding step (`ea_rows`, keyed by (layer index, is
+    cross-attention)), reordered with the keys and values by beam search. `EvolvingAttentionCache` (encoder-decoders)
+    and `EvolvingAttentionDynamicCache` (decoder-only models) add it to transformers' caches."""
 
-    def __init__(self, *caches):
-        super().__init__(*caches)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.ea_rows: dict[tuple[int, bool], torch.Tensor] = {}
 
-    def keys_and_values(
-        self, layer_idx: int, is_cross_attention: bool, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A decoder layer's keys and values [B, H, K, D]: for cross-attention those the first step stored; else
-        `project()`'s new ones [B, H, L, D], appended to the layer's cached ones."""
-        if is_cross_attention and self.is_updated.get(layer_idx):
-            layer = self.cross_attention_cache.layers[layer_idx]
-            return layer.keys, layer.values
-        layer_cache = self.cross_attention_cache if is_cross_attention else self.self_attention_cache
-        key, value = layer_cache.update(*project(), layer_idx)
-        if is_cross_attention:
-            self.is_updated[layer_idx] = True
-        return key, value
+    @property
+    def key_value_layers(self) -> list:
+        """The cache layers of the (self-attention) keys and values."""
+        raise NotImplementedError
 
     @classmethod
-    def from_cache(cls, cache: Cache | None, batch_size: int, num_heads: int) -> "EvolvingAttentionCache":
-        """Use `cache` if it is one of this model's, for this batch; adopt an empty `EncoderDecoderCache` (as
-        `generate()` creates); refuse others with a clear error."""
+    def adopt(cls, cache: Cache) -> "EvolvingAttentionRows | None":
+        """This class's cache for an empty cache of the kind `generate()` makes, else None."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_cache(cls, cache: Cache | None, batch_size: int, num_heads: int) -> "EvolvingAttentionRows":
+        """Use `cache` if it is one of this model's, for this batch and `num_heads` key/value heads; adopt an empty
+        cache of the kind `generate()` makes; refuse others with a clear error."""
         if isinstance(cache, cls):
-            layers = [layer for layer in cache.self_attention_cache.layers if layer.is_initialized]
+            layers = [layer for layer in cache.key_value_layers if layer.is_initialized]
             cached = {tuple(layer.keys.shape[:2]) for layer in layers}
             if cached - {(batch_size, num_heads)}:
                 raise ValueError(
@@ -464,14 +461,19 @@ class EvolvingAttentionCache(EncoderDecoderCache):
                     f"{(batch_size, num_heads)}: it comes from another model or another batch."
                 )
             return cache
-        if cache is None:
-            return cls(DynamicCache(), DynamicCache())
-        if isinstance(cache, EncoderDecoderCache) and cache.get_seq_length() == 0:
-            return cls(cache.self_attention_cache, cache.cross_attention_cache)
+        adopted = cls.adopt(cache)
+        if adopted is not None:
+            return adopted
+        empty = cache.get_seq_length() == 0
         raise ValueError(
-            f"An EA decoder needs an EvolvingAttentionCache (or an empty EncoderDecoderCache), got a "
-            f"{type(cache).__name__} holding {cache.get_seq_length()} tokens: it comes from another model, and lacks "
-            "the EA rows that the query-causal convolution needs."
+            f"An EA model needs its {cls.__name__} (or an empty {cls.__bases__[-1].__name__}, as `generate()` makes), "
+            f"got a {type(cache).__name__} holding {cache.get_seq_length()} tokens: "
+            + (
+                "static and other fixed-size caches (`cache_implementation=...`) cannot hold the EA rows that the "
+                "query-causal convolution needs; use the default dynamic cache."
+                if empty
+                else "it comes from another model, and lacks the EA rows that the query-causal convolution needs."
+            )
         )
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
@@ -496,6 +498,53 @@ class EvolvingAttentionCache(EncoderDecoderCache):
     @property
     def is_croppable(self) -> bool:
         return False
+
+
+class EvolvingAttentionCache(EvolvingAttentionRows, EncoderDecoderCache):
+    """transformers' `EncoderDecoderCache` plus the EA rows of each decoder layer's self- and cross-attention;
+    shared by the EA encoder-decoders' attention modules."""
+
+    @property
+    def key_value_layers(self) -> list:
+        return self.self_attention_cache.layers
+
+    @classmethod
+    def adopt(cls, cache: Cache | None) -> "EvolvingAttentionCache | None":
+        if cache is None:
+            return cls(DynamicCache(), DynamicCache())
+        if type(cache) is EncoderDecoderCache and cache.get_seq_length() == 0:
+            if type(cache.self_attention_cache) is DynamicCache:
+                return cls(cache.self_attention_cache, cache.cross_attention_cache)
+        return None
+
+    def keys_and_values(
+        self, layer_idx: int, is_cross_attention: bool, project: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoder layer's keys and values [B, H, K, D]: for cross-attention those the first step stored; else
+        `project()`'s new ones [B, H, L, D], appended to the layer's cached ones."""
+        if is_cross_attention and self.is_updated.get(layer_idx):
+            layer = self.cross_attention_cache.layers[layer_idx]
+            return layer.keys, layer.values
+        layer_cache = self.cross_attention_cache if is_cross_attention else self.self_attention_cache
+        key, value = layer_cache.update(*project(), layer_idx)
+        if is_cross_attention:
+            self.is_updated[layer_idx] = True
+        return key, value
+
+
+class EvolvingAttentionDynamicCache(EvolvingAttentionRows, DynamicCache):
+    """transformers' `DynamicCache` plus the EA rows of each layer's causal self-attention; the cache of the EA
+    decoder-only models (EA-Llama, EA-Qwen2)."""
+
+    @property
+    def key_value_layers(self) -> list:
+        return self.layers
+
+    @classmethod
+    def adopt(cls, cache: Cache | None) -> "EvolvingAttentionDynamicCache | None":
+        if cache is None or (type(cache) is DynamicCache and cache.get_seq_length() == 0):
+            return cls()
+        return None
 
 
 def decoder_cache_and_masks(

@@ -163,12 +163,12 @@ def detect_last_checkpoint(training_args: "TrainingArguments") -> str | None:
     return None
 
 
-def _ea_overrides(model_args: ModelArguments) -> dict[str, float | int | str]:
+def ea_overrides(model_args: ModelArguments) -> dict[str, float | int | str]:
     """The EA switches given (the others stay None: the checkpoint's or the default value)."""
     return {name: getattr(model_args, name) for name in EA_SWITCHES if getattr(model_args, name) is not None}
 
 
-def _is_ea_config(config) -> bool:
+def is_ea_config(config) -> bool:
     return config.model_type in {config_class.model_type for config_class in AUTO_CLASSES}
 
 
@@ -193,9 +193,9 @@ def load_model(model_args: ModelArguments, auto_class: type, **config_kwargs) ->
     config_source = model_args.config_name or source
     checkpoint_config = AutoConfig.from_pretrained(config_source, **remote_code, **hub)
     checkpoint_type = checkpoint_config.model_type
-    overrides = _ea_overrides(model_args)
+    overrides = ea_overrides(model_args)
     if model_args.model_type == "vanilla":
-        if _is_ea_config(checkpoint_config):
+        if is_ea_config(checkpoint_config):
             raise ValueError(
                 f"{config_source} is an EA checkpoint (model_type `{checkpoint_type}`); --model_type vanilla trains "
                 "transformers' own model and needs a vanilla checkpoint (e.g. the one this was converted from). Use "

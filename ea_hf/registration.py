@@ -7,6 +7,7 @@ import transformers
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForMaskedImageModeling,
     AutoModelForMaskedLM,
@@ -20,7 +21,9 @@ from transformers import (
 
 from .configuration_ea_bert import EABertConfig
 from .configuration_ea_dc_transformer import EADCTransformerConfig
+from .configuration_ea_llama import EALlamaConfig
 from .configuration_ea_marian import EAMarianConfig
+from .configuration_ea_qwen2 import EAQwen2Config
 from .configuration_ea_t5 import EAT5Config
 from .configuration_ea_vit import EAViTConfig
 from .modeling_ea_bert import (
@@ -32,7 +35,9 @@ from .modeling_ea_bert import (
     EABertModel,
 )
 from .modeling_ea_dc_transformer import EADCTransformerForTimeSeriesClassification, EADCTransformerModel
+from .modeling_ea_llama import EALlamaForCausalLM, EALlamaForSequenceClassification, EALlamaModel
 from .modeling_ea_marian import EAMarianModel, EAMarianMTModel
+from .modeling_ea_qwen2 import EAQwen2ForCausalLM, EAQwen2ForSequenceClassification, EAQwen2Model
 from .modeling_ea_t5 import EAT5EncoderModel, EAT5ForConditionalGeneration, EAT5Model
 from .modeling_ea_vit import EAViTForImageClassification, EAViTForMaskedImageModeling, EAViTModel
 
@@ -54,6 +59,16 @@ AUTO_CLASSES = {
     EAMarianConfig: {
         AutoModel: EAMarianModel,
         AutoModelForSeq2SeqLM: EAMarianMTModel,
+    },
+    EALlamaConfig: {
+        AutoModel: EALlamaModel,
+        AutoModelForCausalLM: EALlamaForCausalLM,
+        AutoModelForSequenceClassification: EALlamaForSequenceClassification,
+    },
+    EAQwen2Config: {
+        AutoModel: EAQwen2Model,
+        AutoModelForCausalLM: EAQwen2ForCausalLM,
+        AutoModelForSequenceClassification: EAQwen2ForSequenceClassification,
     },
     EAViTConfig: {
         AutoModel: EAViTModel,

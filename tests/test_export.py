@@ -24,8 +24,12 @@ from ea_hf import (
     EADCTransformerConfig,
     EADCTransformerForTimeSeriesClassification,
     EADCTransformerModel,
+    EALlamaConfig,
+    EALlamaForCausalLM,
     EAMarianConfig,
     EAMarianMTModel,
+    EAQwen2Config,
+    EAQwen2ForCausalLM,
     EAT5Config,
     EAT5EncoderModel,
     EAT5ForConditionalGeneration,
@@ -34,7 +38,7 @@ from ea_hf import (
 )
 from scripts.examples import export_onnx  # the exporter's tensors-in, tensor-out form, the check at real positions
 
-from tiny_configs import BERT, DC, MARIAN, T5, VIT
+from tiny_configs import BERT, DC, LLAMA, MARIAN, T5, VIT
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,6 +91,16 @@ def bert_case(model_class):
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", sequence_axis: "sequence"} for name in names}
     return Case(model_class, EABertConfig(**BERT, **EA), names, axes, make, max_lengths={"sequence": 64})
+
+
+def causal_lm_case(model_class, config):
+    def make(lengths, targets=None, seed=0):
+        input_ids, attention_mask = padded(lengths, 60, seed)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    names = ["input_ids", "attention_mask"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    return Case(model_class, config, names, axes, make, max_lengths={"sequence": 64})
 
 
 def seq2seq_case(model_class, config, max_lengths=None):
@@ -144,6 +158,8 @@ CASES = {
     "EAT5EncoderModel": t5_encoder_case(),
     "EAT5ForConditionalGeneration": seq2seq_case(EAT5ForConditionalGeneration, EAT5Config(**T5, **EA)),
     "EAMarianMTModel": seq2seq_case(EAMarianMTModel, EAMarianConfig(**MARIAN, **EA), {"sequence": 64, "target": 64}),
+    "EALlamaForCausalLM": causal_lm_case(EALlamaForCausalLM, EALlamaConfig(**LLAMA, **EA)),
+    "EAQwen2ForCausalLM": causal_lm_case(EAQwen2ForCausalLM, EAQwen2Config(**LLAMA, **EA)),
     "EAViT-raster": vit_case("raster"),
     "EAViT-grid": vit_case("grid"),
     "EADCTransformerModel": dc_case(EADCTransformerModel),
@@ -154,6 +170,7 @@ FAMILIES = [
     "EABertForSequenceClassification",
     "EAT5ForConditionalGeneration",
     "EAMarianMTModel",
+    "EALlamaForCausalLM",
     "EAViT-raster",
     "EAViT-grid",
     "EADCTransformerForTimeSeriesClassification",

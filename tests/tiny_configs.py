@@ -78,3 +78,19 @@ DC = dict(
     dropout=0.0,
     num_labels=3,
 )
+
+LLAMA = dict(
+    vocab_size=60,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention: the conv's channels are the 4 query heads
+    max_position_embeddings=64,
+    # Llama's default init (std 0.02) leaves this tiny model's attention maps near uniform, where EA barely shows
+    initializer_range=0.2,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    num_labels=3,
+)

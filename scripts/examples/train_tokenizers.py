@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Train SentencePiece tokenizers (Marian or T5) on local text, offline.
+"""Train tokenizers (SentencePiece for Marian or T5, byte-level BPE for causal LMs) on local text, offline.
 
     python scripts/examples/train_tokenizers.py marian --train_file data.jsonl --source_lang en --target_lang es \\
         --vocab_size 8000 --output_dir tok-marian-en-es
     python scripts/examples/train_tokenizers.py t5 --train_file data.jsonl --vocab_size 8000 --output_dir tok-t5
+    python scripts/examples/train_tokenizers.py clm --train_file data.jsonl --languages en --vocab_size 8000 \\
+        --output_dir tok-clm-en
 
 `--train_file` is either JSON lines in the project's translation format, one `{"translation": {"en": ..., "es": ...}}`
 record a line (a `.json` or `.jsonl` name), or plain text with one sentence a line (any other name). Marian needs both
@@ -24,8 +26,13 @@ the pieces, then the sentinels `<extra_id_{extra_ids - 1}>` ... `<extra_id_0>` (
 with an AttributeError): build from-scratch models with `T5Config(decoder_start_token_id=0, ...)`, as the Hub's T5
 configs do.
 
-`--vocab_size` is an upper bound (`hard_vocab_limit=False`): a small corpus gives a smaller vocabulary. Training is
-single-threaded with a fixed seed, so the same text always gives the same files.
+The causal-LM folder (`tokenizer.json`, `tokenizer_config.json`) loads with `AutoTokenizer.from_pretrained`: a
+byte-level BPE (any text encodes, nothing is unknown) with `<pad>` = 0, `<s>` = 1 (bos, put before every text) and
+`</s>` = 2 (eos), the ids that `EALlamaConfig(pad_token_id=0, bos_token_id=1, eos_token_id=2)` takes.
+
+`--vocab_size` is an upper bound (`hard_vocab_limit=False`; the BPE stops where no pair repeats): a small corpus
+gives a smaller vocabulary. Training is single-threaded with a fixed seed, so the same text always gives the same
+files.
 """
 
 import argparse
@@ -39,6 +46,7 @@ import sentencepiece as spm
 
 MARIAN_EOS, MARIAN_UNK, MARIAN_PAD = "</s>", "<unk>", "<pad>"
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
+CLM_PAD, CLM_BOS, CLM_EOS = "<pad>", "<s>", "</s>"
 MODEL_MAX_LENGTH = 512  # what the opus-mt and T5 checkpoints on the Hub declare
 JSON_SUFFIXES = {".json", ".jsonl"}
 
@@ -178,6 +186,39 @@ def train_t5_tokenizer(
     return str(output)
 
 
+def train_clm_tokenizer(texts: Iterable[str], output_dir, vocab_size: int = 8000) -> str:
+    """Train a byte-level BPE with `<pad>` 0, `<s>` 1 (prepended to every text) and `</s>` 2, and write a folder that
+    `AutoTokenizer.from_pretrained` loads. Deterministic: the same texts give the same files. Returns the folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = [CLM_PAD, CLM_BOS, CLM_EOS]
+    if vocab_size < 256 + len(special):
+        raise ValueError(f"vocab_size must be at least {256 + len(special)} (the 256 bytes and {special})")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_clean_texts(texts, "texts"), trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLM_BOS} $A", pair=f"{CLM_BOS} $A {CLM_BOS} $B", special_tokens=[(CLM_BOS, 1)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=CLM_PAD,
+        bos_token=CLM_BOS,
+        eos_token=CLM_EOS,
+        model_max_length=MODEL_MAX_LENGTH,
+    )
+    wrapped.save_pretrained(output_dir)
+    return str(output_dir)
+
+
 def read_translation_pairs(path, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
     """Source and target texts of a JSON-lines file of `{"translation": {lang: text, ...}}` records."""
     records = _read_translation_records(path)
@@ -246,11 +287,13 @@ def main(argv=None):
     t5 = subparsers.add_parser("t5", help="spiece.model + tokenizer.json (T5Tokenizer)")
     t5.add_argument("--languages", nargs="+", help="JSON lines only: train on these languages (default: all)")
     t5.add_argument("--extra_ids", type=int, default=100, help="number of sentinels <extra_id_N>")
-    for sub in (marian, t5):
+    clm = subparsers.add_parser("clm", help="byte-level BPE tokenizer.json for causal LMs (EA-Llama, EA-Qwen2)")
+    clm.add_argument("--languages", nargs="+", help="JSON lines only: train on these languages (default: all)")
+    for sub in (marian, t5, clm):
         sub.add_argument("--train_file", required=True, help="JSON lines (.json/.jsonl) or plain text, one a line")
         sub.add_argument("--output_dir", required=True, help="folder for the tokenizer files")
-        sub.add_argument("--vocab_size", type=int, default=8000, help="most SentencePiece pieces (per side: Marian)")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--vocab_size", type=int, default=8000, help="most pieces (SentencePiece: per side, Marian)")
+        sub.add_argument("--seed", type=int, default=0, help="SentencePiece's seed (the BPE is deterministic)")
         sub.add_argument("--overwrite", action="store_true", help="write into a non-empty output_dir")
     args = parser.parse_args(argv)
 
@@ -269,6 +312,10 @@ def main(argv=None):
             pad = vocab[MARIAN_PAD]
             summary = {"vocab_size": len(vocab), "pad_token_id": pad, "eos_token_id": vocab[MARIAN_EOS]}
             summary.update(unk_token_id=vocab[MARIAN_UNK], decoder_start_token_id=pad)
+        elif args.kind == "clm":
+            folder = train_clm_tokenizer(read_texts(args.train_file, args.languages), output, args.vocab_size)
+            summary = {"vocab_size": len(json.loads((output / "tokenizer.json").read_text())["model"]["vocab"])}
+            summary.update(pad_token_id=0, bos_token_id=1, eos_token_id=2)
         else:
             texts = read_texts(args.train_file, args.languages)
             folder = train_t5_tokenizer(texts, output, args.vocab_size, args.extra_ids, seed=args.seed)
