@@ -30,7 +30,7 @@ clean-venv:
 
 # The local datasets of the fine-tuning scripts, under data/ (scripts/data/prepare_data.py; each is skipped once
 # built). `verses` reads Debian's SWORD Bibles: as root, `apt-get install -y sword-text-kjv sword-text-sparv` first.
-# The six pretrained EA checkpoints with their vanilla twins and model cards, under checkpoints/, each card also in
+# The seven pretrained EA checkpoints with their vanilla twins and model cards, under checkpoints/, each card also in
 # model_cards/ (scripts/release/build_checkpoints.py, the recipes in scripts/release/recipes/; resumable: run it again
 # after an interruption). Needs the `examples` and `data` extras and Debian's SWORD Bibles, as `data` does.
 .PHONY: checkpoints
@@ -38,7 +38,7 @@ checkpoints: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data]"
 	$(PY) -m scripts.release.build_checkpoints --parallel
 
-# The evidence study (issue 9): EA and its vanilla twin on five tasks, alpha/beta chosen on validation, several seeds;
+# The evidence study (issue 9): EA and its vanilla twin on six tasks, alpha/beta chosen on validation, several seeds;
 # resumable. Runs under outputs/study/, report (results.md, results.json, results.png) under benchmarks/study/.
 .PHONY: study
 study: $(INSTALLED)

@@ -68,6 +68,8 @@ OVERRIDES = {
     "scripts/examples/run_image_classification.py": "--max_train_samples 8 --max_eval_samples 8 --max_steps 2 "
     "--per_device_train_batch_size 4 --per_device_eval_batch_size 8 --image_size 56 --save_strategy no",
     "scripts/examples/run_uea.py": "--seeds 0 --num_train_epochs 1",
+    "scripts/examples/run_clm.py": "--max_train_samples 8 --max_eval_samples 4 --max_steps 2 "
+    "--per_device_train_batch_size 4 --per_device_eval_batch_size 4 --save_strategy no",
     "scripts.release.build_checkpoints": "--max_train_samples 16",
     "benchmarks.benchmark_generation": "--quick --repeats 1",
     "benchmarks.cost_structure": "--rounds 1 --models dc-japanesevowels",

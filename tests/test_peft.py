@@ -1,7 +1,7 @@
 """PEFT: LoRA through `get_peft_model` on the attention projections and on the EA convs of EA-BERT (sequence
-classification) and EA-Marian (translation): every EA conv wrapped, only the adapters trainable, Trainer steps that
-move the conv adapters, adapter save and reload, `merge_and_unload`, hooks on the convs (cached generation included),
-and the conv's CPU inference path under LoRA equal to its reference path."""
+classification), EA-Marian (translation) and EA-Llama (causal LM): every EA conv wrapped, only the adapters
+trainable, Trainer steps that move the conv adapters, adapter save and reload, `merge_and_unload`, hooks on the
+convs (cached generation included), and the conv's CPU inference path under LoRA equal to its reference path."""
 
 import copy
 from dataclasses import dataclass
@@ -13,12 +13,19 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
-from ea_hf import EABertConfig, EABertForSequenceClassification, EAMarianConfig, EAMarianMTModel
+from ea_hf import (
+    EABertConfig,
+    EABertForSequenceClassification,
+    EALlamaConfig,
+    EALlamaForCausalLM,
+    EAMarianConfig,
+    EAMarianMTModel,
+)
 from ea_hf.cpu_conv_kernels import CPU_KERNELS
 from ea_hf.evolving_attention import EvolvingAttentionConv
 
 from seq2seq_tester import build_ea, source_batch
-from tiny_configs import BERT
+from tiny_configs import BERT, LLAMA
 from tiny_configs import MARIAN as MARIAN_TINY
 
 
@@ -62,11 +69,13 @@ class Case:
         return batch
 
     def train_examples(self) -> list[dict[str, torch.Tensor]]:
-        """8 padded examples with labels (-100 at the padding of translation labels)."""
+        """8 padded examples with labels (-100 at the padding of translation and language-model labels)."""
         input_ids, attention_mask = source_batch()
         torch.manual_seed(3)
         if self.task_type == TaskType.SEQ_CLS:
             labels = torch.tensor([0, 1, 1])
+        elif self.task_type == TaskType.CAUSAL_LM:
+            labels = input_ids.masked_fill(attention_mask == 0, -100)
         else:
             labels = torch.randint(2, 60, (3, 5))
             labels[1, 4:] = labels[2, 2:] = -100
@@ -80,6 +89,7 @@ CASES = [
     Case("bert", EABertConfig, EABertForSequenceClassification, BERT_TINY, TaskType.SEQ_CLS, ("query", "value"), 2, 3),
     # encoder self-attention, decoder self-attention and cross-attention chains, each of 3 layers
     Case("marian", EAMarianConfig, EAMarianMTModel, MARIAN_TINY, TaskType.SEQ_2_SEQ_LM, ("q_proj", "v_proj"), 6, 9),
+    Case("llama", EALlamaConfig, EALlamaForCausalLM, LLAMA, TaskType.CAUSAL_LM, ("q_proj", "v_proj"), 2, 3),
 ]
 
 
@@ -105,7 +115,7 @@ def trained(case, tmp_path_factory):
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainer_class, args_class = (
         (Trainer, TrainingArguments)
-        if case.task_type == TaskType.SEQ_CLS
+        if case.task_type != TaskType.SEQ_2_SEQ_LM
         else (Seq2SeqTrainer, Seq2SeqTrainingArguments)
     )
     args = args_class(

@@ -25,7 +25,10 @@ from ea_hf import (
     EABertModel,
     EADCTransformerConfig,
     EADCTransformerForTimeSeriesClassification,
+    EALlamaConfig,
+    EALlamaForCausalLM,
 )
+from scripts.examples.train_tokenizers import train_clm_tokenizer
 from scripts.release import build_checkpoints
 
 from ea_model_tester import BLOCK_EA_HF
@@ -69,6 +72,14 @@ def save_tiny_series_classifier(folder):
     ea_hf.save_time_series_pipeline(EADCTransformerForTimeSeriesClassification(config).eval(), folder)
 
 
+def save_tiny_llama(folder):
+    tokenizer = AutoTokenizer.from_pretrained(train_clm_tokenizer(TEXTS + SENTENCES, folder, vocab_size=300))
+    torch.manual_seed(0)
+    config = EALlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, ea_alpha=0.5, ea_beta=0.5)  # fmt: skip
+    EALlamaForCausalLM(config).save_pretrained(folder)
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, ea_marian):  # noqa: F811
     """Tiny stand-ins for the Space's checkpoints, by their names, `MISSING` left out; and an image and a CSV."""
@@ -86,6 +97,7 @@ def checkpoints(tmp_path_factory, ea_marian):  # noqa: F811
     model.generation_config.max_new_tokens = 12  # random weights rarely stop on their own
     ea_hf.save_translation_pipeline(model, tokenizer, root / "ea-marian-en-es-bible")
     save_tiny_vit(root / "ea-vit-small-patch14-fashion-mnist")
+    save_tiny_llama(root / "ea-llama-6l-kjv")
     save_tiny_series_classifier(root / "ea-dc-transformer-japanesevowels")
 
     rng = np.random.default_rng(0)
@@ -193,6 +205,14 @@ def test_translate(client, checkpoints):
         assert client.predict(text, api_name="/translate") == translator(text)[0]["translation_text"]
 
 
+def test_generate(client, checkpoints):
+    generator = pipeline("text-generation", model=str(checkpoints / "ea-llama-6l-kjv"), trust_remote_code=True)
+    expected = generator("A man plays", max_new_tokens=5, do_sample=False)[0]["generated_text"]
+    assert client.predict("A man plays", 5, api_name="/generate") == expected
+    with pytest.raises(gradio_client.exceptions.AppError, match="Enter some text"):
+        client.predict("", 5, api_name="/generate")
+
+
 def test_classify_image(client, checkpoints):
     """Colour, grey and RGBA images: the app hands the pipeline RGB images (the image processor wants 3 channels)."""
     classifier = pipeline("image-classification", model=str(checkpoints / "ea-vit-small-patch14-fashion-mnist"))
@@ -263,6 +283,7 @@ def test_build_commands_name_real_checkpoints(monkeypatch):
         app.SENTIMENT_MODEL,
         app.EMBEDDING_MODEL,
         app.TRANSLATION_MODEL,
+        app.GENERATION_MODEL,
         app.IMAGE_MODEL,
         *app.SERIES_MODELS.values(),
     ]

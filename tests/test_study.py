@@ -102,19 +102,38 @@ def test_a_run_recorded_with_another_recipe_is_run_again(tmp_path, monkeypatch):
     assert record["recipe"] == {"epochs": 2}
 
 
-def test_a_report_is_never_replaced_by_an_empty_or_partial_one(tmp_path, monkeypatch, capsys):
+def test_a_report_keeps_tasks_run_elsewhere_and_is_never_replaced_by_a_partial_one(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "TASKS", {"fake": fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)})
-    results_dir = tmp_path / "report"
-    study.main(["--output_dir", str(tmp_path / "runs"), "--results_dir", str(results_dir), "--jobs", "1"])
+    results_dir, runs = tmp_path / "report", tmp_path / "runs"
+    study.main(["--output_dir", str(runs), "--results_dir", str(results_dir), "--jobs", "1"])
     before = {path.name: path.read_bytes() for path in results_dir.iterdir()}
-    with pytest.raises(SystemExit) as refusal:  # a fresh clone: no runs on disk
-        study.main(["--output_dir", str(tmp_path / "none"), "--results_dir", str(results_dir), "--report"])
+    # a fresh clone: no runs on disk; the task keeps its section
+    kept = study.main(["--output_dir", str(tmp_path / "none"), "--results_dir", str(results_dir), "--report"])
+    assert (
+        kept["tasks"]["fake"]["comparisons"]["EA"]
+        == json.loads(before["results.json"])["tasks"]["fake"]["comparisons"]["EA"]
+    )
+    assert (results_dir / "results.md").read_bytes() == before["results.md"]
+    # runs on disk that lack a comparison the report has: nothing written
+    next(runs.glob("fake/comparison/EA/*/seed_0/study_run.json")).unlink()
+    with pytest.raises(SystemExit) as refusal:
+        study.main(["--output_dir", str(runs), "--results_dir", str(results_dir), "--report"])
     assert (
         refusal.value.code != 0
         and "fake (EA)" in str(refusal.value)
         and "scripts.research.study fake" in str(refusal.value)
     )
-    assert {path.name: path.read_bytes() for path in results_dir.iterdir()} == before
+    assert (results_dir / "results.md").read_bytes() == before["results.md"]
+
+
+def test_lower_is_better_chooses_and_wins_by_the_lower_score():
+    result = study.paired([9.0, 12.0, 10.0], [10.0, 10.0, 10.0], higher_is_better=False)  # EA - twin: -1, +2, 0
+    assert (result["wins"], result["ties"], result["losses"]) == (1, 1, 1)
+    task = study.TASKS["lm_verses"]
+    records = {
+        run: {"scores": {"validation": 20.0 - i}} for i, run in enumerate(task.selection_runs())
+    }  # the last setting of the grid has the lowest perplexity
+    assert study.choose(task, records)[0]["EA"] == task.grid[-1]
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):

@@ -280,6 +280,62 @@ def assemble_marian(work: Path, folder: Path, results: dict) -> list[dict]:
     return [{"text": text, "output": {"text": translator(text)[0]["translation_text"]}} for text in VERSES]
 
 
+# --- language modelling: a small Llama from scratch on the English verses -----------------------------------------
+
+LLAMA = "ea-llama-6l-kjv"
+PROMPTS = ["And God said,", "The Lord is my shepherd;", "In the beginning"]
+
+
+def prepare_llama(work: Path, data_dir: Path) -> None:
+    """The byte-level BPE (8k ids, on the English training verses only) and the vanilla Llama config of
+    `recipes/ea-llama-6l-kjv.init.json` (LlamaConfig arguments; vocabulary and special ids from the tokenizer) that
+    `run_clm.py` draws both twins from, with the recipe's seed."""
+    from transformers import LlamaConfig
+
+    from scripts.examples import train_tokenizers
+
+    verses = prepare(data_dir, "verses")
+    if not (work / "tokenizer" / "tokenizer.json").is_file():
+        train_tokenizers.main(
+            ["clm", "--train_file", str(verses / "train.jsonl"), "--languages", "en", "--vocab_size", "8000",
+             "--output_dir", str(work / "tokenizer")]
+        )  # fmt: skip
+    if not (work / "config" / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+        ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
+        LlamaConfig(vocab_size=len(tokenizer), **ids, **read_recipe(f"{LLAMA}.init")).save_pretrained(work / "config")
+
+
+def llama_inputs(work: Path, data_dir: Path) -> dict:
+    verses = data_dir / "verses"
+    return {
+        "config_name": str(work / "config"),
+        "tokenizer_name": str(work / "tokenizer"),
+        "train_file": str(verses / "train.jsonl"),
+        "validation_file": str(verses / "validation.jsonl"),
+        "test_file": str(verses / "test.jsonl"),
+    }
+
+
+def evaluate_llama(work: Path, data_dir: Path) -> dict:
+    results = {}
+    for twin in TWINS:
+        run = run_results(work / twin)
+        results[twin] = {
+            "validation_perplexity": run["perplexity"],
+            "test_perplexity": run["predict_perplexity"],
+            "train_seconds": run["train_runtime"],
+        }
+    return results
+
+
+def assemble_llama(work: Path, folder: Path, results: dict) -> list[dict]:
+    copy_model_files(work / "ea", folder)
+    generator = pipeline("text-generation", model=str(folder), trust_remote_code=True, device="cpu")
+    outputs = generator(PROMPTS, max_new_tokens=24, do_sample=False)
+    return [{"text": prompt, "output": {"text": out[0]["generated_text"]}} for prompt, out in zip(PROMPTS, outputs)]
+
+
 # --- image classification: the pretrained ViT-S/14 fine-tuned on Fashion-MNIST ------------------------------------
 
 TEST_IMAGES_PER_CLASS = 100
@@ -458,6 +514,15 @@ CHECKPOINTS = {
             assemble_marian,
             "run_translation.py",
             marian_inputs,
+        ),
+        Checkpoint(
+            LLAMA,
+            "text-generation",
+            prepare_llama,
+            evaluate_llama,
+            assemble_llama,
+            "run_clm.py",
+            llama_inputs,
         ),
         Checkpoint(
             "ea-vit-small-patch14-fashion-mnist",

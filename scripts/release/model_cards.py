@@ -107,6 +107,33 @@ CARDS = {
         "limitations": "- Archaic Bible English in, 1909 Bible Spanish out: modern text is out of distribution.\n"
         "- Small and briefly trained: expect wrong and repeated words.",
     },
+    "ea-llama-6l-kjv": {
+        "summary": "EA-Llama causal language model of King James Version English, trained from scratch on the "
+        "Bible verses: a small decoder-only Llama with evolving attention.",
+        "model_description": "EA-Llama (`EALlamaForCausalLM`), 6 layers, hidden size 256, 4 query heads and 2 "
+        "key/value heads (grouped-query attention; the EA conv's channels are the 4 query heads), RoPE, SwiGLU "
+        "feed-forward 704, tied embeddings, 6.6M parameters; EA on the causal self-attention (logits after RoPE, "
+        "future columns zeroed, a query-causal conv); cached generation. Byte-level BPE tokenizer (8k ids) trained "
+        "on the English training verses (`scripts/examples/train_tokenizers.py clm`).",
+        "data_description": "The English side of the verse pairs from the public-domain SWORD module KJV (Debian "
+        "`sword-text-kjv`): 28,918 training, 1,000 validation and 1,000 test verses (`python -m "
+        "scripts.data.prepare_data verses`), concatenated and cut into blocks of {block_size} tokens.",
+        "recipe_description": "`scripts/examples/run_clm.py` from the same random vanilla Llama for both twins "
+        "(drawn with seed {seed}): {max_steps} steps, batch {per_device_train_batch_size} x {block_size} tokens, "
+        "AdamW, learning rate {learning_rate} with {warmup_steps:.0%} warmup and linear decay, weight decay "
+        "{weight_decay}. Perplexity: exp of the mean token cross-entropy over the validation or test blocks.",
+        "twin_note": " (`--model_type vanilla`: transformers' `LlamaForCausalLM`)",
+        "results_note": "Lower perplexity is better. A 6.6M-parameter model trained on 0.6M tokens: it writes "
+        "verse-like English, not sense.",
+        "datasets": ["sword-kjv-verses"],
+        "language": "en",
+        "metrics": [
+            ("test_perplexity", "perplexity, test (1,000 verses)", "perplexity", "test"),
+            ("validation_perplexity", "perplexity, validation (1,000 verses)", "perplexity", "validation"),
+        ],
+        "limitations": "- Archaic Bible English only; a tiny model, briefly trained: expect repetition and "
+        "invented verses.\n- Not for any use beyond studying evolving attention.",
+    },
     "ea-vit-small-patch14-fashion-mnist": {
         "summary": "EA-ViT image classifier for the 10 Fashion-MNIST classes: a pretrained ViT-S/14 (DINOv2-small "
         "backbone) converted to evolving attention and fine-tuned on a subset of Fashion-MNIST at 112x112 pixels.",
@@ -175,6 +202,11 @@ USAGE = {
         "# this repository brings its own translation pipeline: trust_remote_code=True\n"
         'translator = pipeline("translation", model="{repo}", trust_remote_code=True)\n'
         'translator("The Lord is my shepherd; I shall not want.")'
+    ),
+    "text-generation": (
+        "from transformers import pipeline\n\n"
+        'generator = pipeline("text-generation", model="{repo}"{remote})\n'
+        'generator("And God said,", max_new_tokens=24)'
     ),
     "image-classification": (
         "from transformers import pipeline\n\n"

@@ -23,14 +23,16 @@ stays the same, so the command resumes after an interruption (a run recorded wit
 left out of the report until it is). `--jobs N` runs N at a time. The report (`results.json`, `results.md`,
 `results.png` under `--results_dir`) gives, per task, mean and standard deviation over seeds, each seed's score, and
 the paired comparison of EA with its twin: the mean and standard deviation of the per-seed differences,
-wins/ties/losses and a paired t-test. A report is never replaced by one with less: when the finished runs lack a
-comparison that the report under `--results_dir` has (a fresh clone has no runs), nothing is written and the command
-exits with an error naming what is missing and the command that produces it.
+wins/ties/losses and a paired t-test. A report is never replaced by one with less: a task whose runs are not on disk
+(a fresh clone has none) keeps its section of the report under `--results_dir` as it is, and when the finished runs
+of a task lack a comparison that the report has, nothing is written and the command exits with an error naming what
+is missing and the command that produces it.
 """
 
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -98,6 +100,7 @@ class Task:
     prepare: Callable[[Path, Path], None] = lambda work, data_dir: None
     grid: tuple[tuple[float, float], ...] = DEFAULT_GRID
     uses_gpu: bool = True  # its script trains on a GPU when one is visible (Trainer does)
+    higher_is_better: bool = True  # False for perplexity: choice and wins go to the lower score
 
     def selection_runs(self) -> list[Run]:
         return [
@@ -252,6 +255,40 @@ def marian_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
     return scores
 
 
+# --- English verses: a small Llama from scratch (run_clm.py) ------------------------------------------------------
+
+LM_STUDY = budget(build_checkpoints.LLAMA)  # the released checkpoint's budget, validation every tenth of it
+LM_GRID = ((0.1, 0.1), (0.1, 0.5), (0.5, 0.5))
+
+
+def llama_commands(run: Run, folder: Path, work: Path, data_dir: Path) -> list[list[str]]:
+    inputs = build_checkpoints.llama_inputs(work, data_dir)  # the tokenizer and config that `prepare_llama` made
+    if not run.test:
+        inputs.pop("test_file")
+    recipe = {**LM_STUDY, "seed": run.seed}  # the seed also draws the twins' common random initial model
+    return [[
+        "scripts/examples/run_clm.py", *as_arguments(inputs), "--model_type", "vanilla" if run.alpha is None else "ea",
+        *ea_arguments(run), "--do_train", "--do_eval", *(["--do_predict"] if run.test else []),
+        *as_arguments(recipe), "--save_strategy", "no", "--logging_steps", "50", "--report_to", "none",
+        "--output_dir", str(folder),
+    ]]  # fmt: skip
+
+
+def plateau_change(folder: Path) -> float:
+    """The relative change of validation perplexity over the last fifth of training: |ppl(first evaluation at or
+    after 80 % of the steps) - ppl(last)| / ppl(first), from the run's `trainer_state.json`."""
+    state = json.loads((folder / "trainer_state.json").read_text())
+    curve = [(log["step"], log["eval_loss"]) for log in state["log_history"] if "eval_loss" in log]
+    start = next(loss for step, loss in curve if step >= 0.8 * state["global_step"])
+    return abs(math.exp(start) - math.exp(curve[-1][1])) / math.exp(start)
+
+
+def llama_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
+    results = build_checkpoints.run_results(folder)
+    scores = {"validation": results["perplexity"], "plateau": plateau_change(folder)}
+    return scores | ({"test": results["predict_perplexity"]} if run.test else {})
+
+
 # --- UEA time series: EA-DC-Transformer, DC-Transformer, TST-style (run_uea.py) -----------------------------------
 
 UEA_STUDY = {"num_train_epochs": 100}
@@ -297,6 +334,12 @@ TASKS = {
             {"vanilla": False, "EA": True}, "vanilla", 3, marian_commands, marian_score,
             {**build_checkpoints.read_recipe(f"{build_checkpoints.MARIAN}.init"), **TRANSLATION_STUDY},
             build_checkpoints.prepare_marian,
+        ),
+        Task(
+            "lm_verses", "English verses: a small Llama from scratch", "perplexity (lower is better)",
+            {"vanilla": False, "EA": True}, "vanilla", 3, llama_commands, llama_score,
+            {**build_checkpoints.read_recipe(f"{build_checkpoints.LLAMA}.init"), **LM_STUDY},
+            build_checkpoints.prepare_llama, grid=LM_GRID, uses_gpu=True, higher_is_better=False,
         ),
         *(
             Task(
@@ -406,6 +449,7 @@ def finished_runs(output_dir: Path) -> dict[Run, dict]:
 
 def choose(task: Task, records: dict[Run, dict]) -> tuple[dict[str, tuple[float, float]], dict]:
     """Per EA variant, the (alpha, beta) of best validation score (ties: the first in the grid); and the grid."""
+    better = 1 if task.higher_is_better else -1
     chosen, grid = {}, {}
     for variant in (variant for variant, ea in task.variants.items() if ea):
         scores = {
@@ -414,23 +458,25 @@ def choose(task: Task, records: dict[Run, dict]) -> tuple[dict[str, tuple[float,
             if run.variant == variant and run in records
         }
         if len(scores) == len(task.grid):
-            chosen[variant] = max(task.grid, key=lambda setting: (scores[setting], -task.grid.index(setting)))
+            chosen[variant] = max(task.grid, key=lambda setting: (better * scores[setting], -task.grid.index(setting)))
         grid[variant] = [{"alpha": a, "beta": b, "validation": scores.get((a, b))} for a, b in task.grid]
     return chosen, grid
 
 
-def paired(ea: list[float], twin: list[float]) -> dict:
-    """Per-seed differences EA - twin: mean, standard deviation, wins/ties/losses and a two-sided paired t-test."""
+def paired(ea: list[float], twin: list[float], higher_is_better: bool = True) -> dict:
+    """Per-seed differences EA - twin: mean, standard deviation, wins/ties/losses (a win: EA's score better, i.e.
+    lower where lower is better) and a two-sided paired t-test."""
     from scipy import stats
 
     differences = [a - b for a, b in zip(ea, twin, strict=True)]
+    better = 1 if higher_is_better else -1
     result = {
         "differences": differences,
         "mean": statistics.mean(differences),
         "std": statistics.stdev(differences) if len(differences) > 1 else 0.0,
-        "wins": sum(d > 0 for d in differences),
+        "wins": sum(better * d > 0 for d in differences),
         "ties": sum(d == 0 for d in differences),
-        "losses": sum(d < 0 for d in differences),
+        "losses": sum(better * d < 0 for d in differences),
         "p_value": None,
     }
     if len(differences) > 1 and result["std"] > 0:
@@ -478,10 +524,11 @@ def summarize(task: Task, records: dict[Run, dict]) -> dict:
         ea = summary["variants"][variant]
         common = sorted(set(ea["seeds"]) & set(twin["seeds"]))
         if len(common) == task.seeds:
-            comparison = paired(by_seed(ea, "test", common), by_seed(twin, "test", common))
+            higher = task.higher_is_better
+            comparison = paired(by_seed(ea, "test", common), by_seed(twin, "test", common), higher)
             # the task's other test metrics (e.g. chrF beside BLEU), compared the same way
             comparison["other_metrics"] = {
-                key.removeprefix("test_"): paired(by_seed(ea, key, common), by_seed(twin, key, common))
+                key.removeprefix("test_"): paired(by_seed(ea, key, common), by_seed(twin, key, common), higher)
                 for key in ea["scores"]
                 if key.startswith("test_")
             }
@@ -544,6 +591,12 @@ def markdown(results: dict) -> str:
                 mean = f"{fmt(spread['mean'])} +- {fmt(spread['std'])}; " if values else ""
                 metric = task["metric"] if key == "test" else key.removeprefix("test_")
                 lines.append(f"- {variant}, test {metric}: {mean}by seed {seeds or 'not run'}")
+        for variant, scores in task["variants"].items():
+            if "plateau" in scores["scores"]:
+                changes = zip(scores["seeds"], scores["scores"]["plateau"])
+                cells = ", ".join(f"{seed}: {change:.1%}" for seed, change in changes)
+                metric = task["metric"].split(" (")[0]
+                lines.append(f"- {variant}, validation {metric} change over the last fifth of training: {cells}")
         for variant, comparison in task["comparisons"].items():
             for metric, other in comparison["other_metrics"].items():
                 lines.append(
@@ -629,11 +682,20 @@ def main(argv=None) -> dict:
         jobs = [(task, run) for task in tasks for run in task.comparison_runs(choose(task, records)[0])]
         execute_all(jobs, output_dir, data_dir, threads, args.jobs, "comparison")
 
-    # the report covers every task with finished runs on disk, not only those of this call
+    # the report covers every task with finished runs on disk, not only those of this call; a task of the report
+    # whose runs are not on disk (run on another machine or session) keeps its section as it is
     records = finished_runs(output_dir)
     started = {run.task for run in records}
-    results = {"tasks": {name: summarize(task, records) for name, task in TASKS.items() if name in started}}
-    lost = lost_comparisons(args.results_dir / "results.json", results)
+    report = args.results_dir / "results.json"
+    kept = json.loads(report.read_text())["tasks"] if report.exists() else {}
+    results = {
+        "tasks": {
+            name: summarize(task, records) if name in started else kept[name]
+            for name, task in TASKS.items()
+            if name in started or name in kept
+        }
+    }
+    lost = lost_comparisons(report, results)
     if lost:
         sys.exit(
             f"{args.results_dir / 'results.json'} has results that the finished runs under {args.output_dir} do not: "

@@ -1,5 +1,5 @@
 """A Gradio demo of the ea-hf checkpoints: evolving-attention models for text classification, sentence similarity,
-English -> Spanish translation, image classification and time-series classification.
+English -> Spanish translation, text generation, image classification and time-series classification.
 
 The checkpoints load as remote code (`trust_remote_code=True`): the app needs transformers, not ea_hf. Each one loads
 on first use and stays cached; a checkpoint that cannot be loaded gives an error in its own tab only. Every failure
@@ -32,6 +32,7 @@ ORG = os.environ.get("EA_HF_ORG", "ea-hf")
 SENTIMENT_MODEL = "ea-minilm-l6-rotten-tomatoes"
 EMBEDDING_MODEL = "ea-minilm-l6"
 TRANSLATION_MODEL = "ea-marian-en-es-bible"
+GENERATION_MODEL = "ea-llama-6l-kjv"
 IMAGE_MODEL = "ea-vit-small-patch14-fashion-mnist"
 SERIES_MODELS = {  # dataset -> checkpoint
     "JapaneseVowels": "ea-dc-transformer-japanesevowels",
@@ -40,6 +41,8 @@ SERIES_MODELS = {  # dataset -> checkpoint
 # What building a checkpoint needs beyond `make demo` (scripts/release/build_checkpoints.py prepares its data)
 BUILD_NEEDS = {
     TRANSLATION_MODEL: 'the `data` extra (`.venv/bin/pip install -e ".[data]"`) and Debian\'s SWORD Bibles'
+    " (`apt-get install sword-text-kjv sword-text-sparv`)",
+    GENERATION_MODEL: 'the `data` extra (`.venv/bin/pip install -e ".[data]"`) and Debian\'s SWORD Bibles'
     " (`apt-get install sword-text-kjv sword-text-sparv`)",
     IMAGE_MODEL: "Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`)",
 }
@@ -152,6 +155,16 @@ def translate(text: str) -> str:
         return translator(require_text(text))[0]["translation_text"]
 
 
+def generate(prompt: str, max_new_tokens: float) -> str:
+    """The prompt and its greedy continuation of `max_new_tokens` tokens (1 to 128)."""
+    generator = load("text-generation", GENERATION_MODEL)
+    if not 1 <= max_new_tokens <= 128:
+        raise gr.Error(f"Choose 1 to 128 new tokens, not {max_new_tokens}.")
+    with explained(f"Generating with {GENERATION_MODEL}", input_failed(GENERATION_MODEL)):
+        output = generator(require_text(prompt), max_new_tokens=int(max_new_tokens), do_sample=False)
+        return output[0]["generated_text"]
+
+
 def classify_image(image) -> dict[str, float]:
     if image is None:
         raise gr.Error("Upload an image first.")
@@ -210,6 +223,18 @@ def build_app() -> gr.Blocks:
             target = gr.Textbox(label="Spanish")
             gr.Examples(["In the beginning God created the heaven and the earth."], source)
             button.click(translate, source, target, api_name="translate")
+
+        with gr.Tab("Text generation"):
+            gr.Markdown(
+                f"King James Version English with `{GENERATION_MODEL}` (a small EA-Llama trained from scratch on the"
+                " verses), greedy decoding." + availability(GENERATION_MODEL)
+            )
+            prompt = gr.Textbox(label="Prompt")
+            new_tokens = gr.Slider(1, 128, value=32, step=1, label="New tokens")
+            button = gr.Button("Generate")
+            continuation = gr.Textbox(label="Text")
+            gr.Examples(["And God said,", "The Lord is my shepherd;"], prompt)
+            button.click(generate, [prompt, new_tokens], continuation, api_name="generate")
 
         with gr.Tab("Image classification"):
             gr.Markdown(f"Fashion-MNIST classes with `{IMAGE_MODEL}` (EA-ViT-S/14)." + availability(IMAGE_MODEL))
