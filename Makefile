@@ -40,10 +40,12 @@ checkpoints: $(INSTALLED)
 
 # The evidence study (issue 9): EA and its vanilla twin on six tasks, alpha/beta chosen on validation, several seeds;
 # resumable. Runs under outputs/study/, report (results.md, results.json, results.png) under benchmarks/study/.
+# `make study STUDY_TASKS=lm_verses` runs only the named tasks (the report keeps the others' sections).
+STUDY_TASKS ?=
 .PHONY: study
 study: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data,plot]"
-	$(PY) -m scripts.research.study --jobs 2
+	$(PY) -m scripts.research.study $(STUDY_TASKS) --jobs 2
 
 .PHONY: data
 data: $(INSTALLED)

@@ -151,6 +151,17 @@ class CausalLMTesterMixin:
         real = full_mask.bool()
         torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=0)
 
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_half_precision_is_finite(self, dtype):
+        """Left-padded prompts (their padded rows see no key at all) in bf16 and fp16: finite logits, cached
+        generation runs."""
+        model = self.build().to(dtype)
+        input_ids, attention_mask = prompts("left")
+        logits = model(input_ids, attention_mask=attention_mask).logits
+        assert logits.dtype == dtype and torch.isfinite(logits).all()
+        output = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=4, min_new_tokens=4)
+        assert output.shape == (3, input_ids.shape[1] + 4)
+
     def test_static_and_foreign_caches_are_refused(self):
         model = self.build()
         input_ids, attention_mask = prompts("left")

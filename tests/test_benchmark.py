@@ -84,11 +84,11 @@ def test_markdown_has_the_table_and_the_targets_last(quick_run):
 
 def test_variants_share_weights_and_attention_implementations(quick_run, one_thread):
     checks = quick_run[0]["checks"]
-    assert set(checks) == {"bert", "vit", "marian"}
+    assert set(checks) == {"bert", "vit", "marian", "llama"}
     for differences in checks.values():
         assert differences["EA off"] <= benchmark.CHECK_ATOL["EA off"]
         assert differences["vanilla sdpa"] <= benchmark.CHECK_ATOL["vanilla sdpa"]
-    for family in ("bert", "marian"):
+    for family in ("bert", "marian", "llama"):
         models = benchmark.build_models(family, quick=True)
         assert {v: m.config._attn_implementation for v, m in models.items()} == {
             "vanilla eager": "eager",

@@ -99,7 +99,7 @@ def test_every_recipe_is_an_argument_file_of_its_script(name, tmp_path):
     twins = build_checkpoints.twin_arguments(checkpoint, tmp_path, tmp_path / "data", SMOKE)
     assert set(twins) == {"ea", "vanilla"}
     for twin, arguments in twins.items():
-        for key in ("model_name_or_path", "tokenizer_name"):  # the inputs the builder makes first must exist
+        for key in ("model_name_or_path", "config_name", "tokenizer_name"):  # the inputs the builder makes first
             if key in arguments and arguments[key].startswith(str(tmp_path)):
                 Path(arguments[key]).mkdir(parents=True, exist_ok=True)
         path = build_checkpoints.argument_file(tmp_path / f"{twin}.json", arguments)

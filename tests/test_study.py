@@ -136,6 +136,19 @@ def test_lower_is_better_chooses_and_wins_by_the_lower_score():
     assert study.choose(task, records)[0]["EA"] == task.grid[-1]
 
 
+@pytest.mark.parametrize("resumes", [False, True])
+def test_an_interrupted_run_starts_over_unless_its_task_resumes_from_a_checkpoint(resumes, tmp_path):
+    task = fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)
+    task.resumes = resumes
+    run = study.Run("fake", "vanilla", 0, True)
+    out = run.folder(tmp_path / "runs") / "run"
+    for name in ("checkpoint-3/trainer_state.json", "checkpoint-6/optimizer.pt"):  # 6: cut off while being saved
+        (out / name).parent.mkdir(parents=True)
+        (out / name).write_text("{}")
+    study.execute(task, run, tmp_path / "runs", tmp_path / "data", threads=1)
+    assert (out / "checkpoint-3").is_dir() == resumes and (out / "scores.json").is_file()
+
+
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     task = fake_task(tmp_path, {"vanilla": False, "broken": True, "EA": True}, seeds=1)
     monkeypatch.setattr(study, "TASKS", {"fake": task})

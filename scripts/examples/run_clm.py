@@ -334,13 +334,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return blocks
 
     with training_args.main_process_first(desc="dataset map pre-processing"):
-        tokenized = raw.map(
-            tokenize,
-            batched=True,
-            num_proc=data_args.preprocessing_num_workers,
-            remove_columns=next(iter(raw.values())).column_names,
-            load_from_cache_file=not data_args.overwrite_cache,
-            desc="Running tokenizer on the data",
+        tokenized = datasets.DatasetDict(
+            {
+                split: dataset.map(
+                    tokenize,
+                    batched=True,
+                    num_proc=data_args.preprocessing_num_workers,
+                    remove_columns=dataset.column_names,
+                    load_from_cache_file=not data_args.overwrite_cache,
+                    desc=f"Running tokenizer on the {split} data",
+                )
+                for split, dataset in raw.items()
+            }
         )
         blocks = tokenized.map(
             group_texts,

@@ -646,8 +646,9 @@ def build(
     writes `model_cards/NAME.md` (see `release_card`)."""
     work, folder = output_dir / "runs" / checkpoint.name, output_dir / checkpoint.name
     smoke = {key: value for key, value in (smoke or {}).items() if value is not None}
-    if "max_train_samples" in smoke and checkpoint.task == "time-series-classification":
-        smoke.pop("max_train_samples")  # run_uea.py trains on the whole archive split
+    if checkpoint.task == "time-series-classification":  # run_uea.py trains on the whole archive split, by epochs
+        smoke.pop("max_train_samples", None)
+        smoke.pop("max_steps", None)
     results_file = work / "results.json"
     built_smoke = json.loads(results_file.read_text()).get("smoke", {}) if results_file.is_file() else smoke
     if built_smoke != smoke:
@@ -727,6 +728,9 @@ def main(argv=None) -> list[Path]:
         "--max_train_samples", type=int, help="smoke build: fewer training examples (said in the card)"
     )
     parser.add_argument("--num_train_epochs", type=float, help="smoke build: fewer epochs (said in the card)")
+    parser.add_argument(
+        "--max_steps", type=int, help="smoke build: fewer steps, for recipes that count steps (said in the card)"
+    )
     parser.add_argument("--summary", action="store_true", help="print a Markdown table of the built checkpoints, only")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(CHECKPOINTS))
@@ -739,7 +743,7 @@ def main(argv=None) -> list[Path]:
     names = args.names or list(CHECKPOINTS)
     folders = []
     for name in tqdm(names, desc="checkpoints", unit="checkpoint"):
-        smoke = {"max_train_samples": args.max_train_samples, "num_train_epochs": args.num_train_epochs}
+        smoke = {key: getattr(args, key) for key in ("max_train_samples", "num_train_epochs", "max_steps")}
         folders.append(
             build(
                 CHECKPOINTS[name],

@@ -112,7 +112,7 @@ CARDS = {
         "Bible verses: a small decoder-only Llama with evolving attention.",
         "model_description": "EA-Llama (`EALlamaForCausalLM`), 6 layers, hidden size 256, 4 query heads and 2 "
         "key/value heads (grouped-query attention; the EA conv's channels are the 4 query heads), RoPE, SwiGLU "
-        "feed-forward 704, tied embeddings, 6.6M parameters; EA on the causal self-attention (logits after RoPE, "
+        "feed-forward 704, tied embeddings, 6.5M parameters; EA on the causal self-attention (logits after RoPE, "
         "future columns zeroed, a query-causal conv); cached generation. Byte-level BPE tokenizer (8k ids) trained "
         "on the English training verses (`scripts/examples/train_tokenizers.py clm`).",
         "data_description": "The English side of the verse pairs from the public-domain SWORD module KJV (Debian "
@@ -123,7 +123,7 @@ CARDS = {
         "AdamW, learning rate {learning_rate} with {warmup_steps:.0%} warmup and linear decay, weight decay "
         "{weight_decay}. Perplexity: exp of the mean token cross-entropy over the validation or test blocks.",
         "twin_note": " (`--model_type vanilla`: transformers' `LlamaForCausalLM`)",
-        "results_note": "Lower perplexity is better. A 6.6M-parameter model trained on 0.6M tokens: it writes "
+        "results_note": "Lower perplexity is better. A 6.5M-parameter model trained on 0.6M tokens: it writes "
         "verse-like English, not sense.",
         "datasets": ["sword-kjv-verses"],
         "language": "en",
