@@ -36,6 +36,7 @@ class TestEAQwen2Decoding(CausalLMTesterMixin):
     vanilla_class = Qwen2ForCausalLM
     vanilla_config_class = Qwen2Config
     tiny = TINY
+    pipeline_as_remote_code = False  # its heads load as remote code in TestEAQwen2; the pipeline is EA-Llama's
 
 
 def test_q_k_v_have_biases_and_the_output_projection_none():
