@@ -1,11 +1,13 @@
 """What ea-hf's fine-tuning scripts (`scripts/examples/run_glue.py`, `run_translation.py`,
-`run_image_classification.py`) share: the model arguments with the EA switches, the model loading (`--model_type ea`
-converts a vanilla checkpoint on the fly, `vanilla` trains transformers' own model for comparisons), the resume
-logic, and the checks of a multi-process launch and of a tokenizer against its model."""
+`run_image_classification.py`, `run_clm.py`) share: the model arguments with the EA switches, the model loading
+(`--model_type ea` converts a vanilla checkpoint on the fly, `vanilla` trains transformers' own model for
+comparisons), the logging setup, the resume logic, and the checks of a multi-process launch and of a tokenizer
+against its model."""
 
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -94,6 +96,36 @@ class ModelArguments:
         for name in ("model_name_or_path", "config_name", "tokenizer_name"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_model_source(getattr(self, name), what=f"--{name}"))
+
+
+def setup_logging(training_args: "TrainingArguments", script_logger: logging.Logger) -> None:
+    """The logging of transformers' example scripts: one format on stdout, info by default, the process's log level
+    for `script_logger`, ea_hf's loggers (`load_model` and `detect_last_checkpoint` log there), transformers and
+    datasets; then the process and the training arguments are logged."""
+    import datasets  # the examples extra
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        # The default of training_args.log_level is passive, so we set log level at info here to have that default.
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    script_logger.setLevel(log_level)
+    logging.getLogger("ea_hf").setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    script_logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: {training_args.n_gpu}, "
+        f"distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+        f"16-bits training: {training_args.fp16 or training_args.bf16}"
+    )
+    script_logger.info(f"Training/evaluation parameters {training_args}")
 
 
 def check_launch(training_args: "TrainingArguments") -> None:

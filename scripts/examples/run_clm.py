@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 import datasets
-import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -65,6 +64,7 @@ from ea_hf.finetuning import (
     ea_overrides,
     is_ea_config,
     load_model,
+    setup_logging,
     update_model_card,
 )
 
@@ -272,21 +272,7 @@ def perplexity(loss: float) -> float:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
 
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    logging.getLogger("ea_hf").setLevel(log_level)  # load_model and detect_last_checkpoint log there
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.info(f"Training/evaluation parameters {training_args}")
+    setup_logging(training_args, logger)
     check_launch(training_args)  # several processes launched must form one group
 
     last_checkpoint = detect_last_checkpoint(training_args)
