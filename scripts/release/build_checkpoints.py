@@ -288,8 +288,8 @@ PROMPTS = ["And God said,", "The Lord is my shepherd;", "In the beginning"]
 
 def prepare_llama(work: Path, data_dir: Path) -> None:
     """The byte-level BPE (8k ids, on the English training verses only) and the vanilla Llama config of
-    `recipes/ea-llama-6l-kjv.init.json` (LlamaConfig arguments; vocabulary and special ids from the tokenizer) that
-    `run_clm.py` draws both twins from, with the recipe's seed."""
+    `recipes/ea-llama-6l-kjv.init.json` (LlamaConfig arguments) that `run_clm.py` draws both twins from, with the
+    recipe's seed and the tokenizer's vocabulary size and special ids."""
     from transformers import LlamaConfig
 
     from scripts.examples import train_tokenizers
@@ -301,9 +301,7 @@ def prepare_llama(work: Path, data_dir: Path) -> None:
              "--output_dir", str(work / "tokenizer")]
         )  # fmt: skip
     if not (work / "config" / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
-        ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
-        LlamaConfig(vocab_size=len(tokenizer), **ids, **read_recipe(f"{LLAMA}.init")).save_pretrained(work / "config")
+        LlamaConfig(**read_recipe(f"{LLAMA}.init")).save_pretrained(work / "config")
 
 
 def llama_inputs(work: Path, data_dir: Path) -> dict:
