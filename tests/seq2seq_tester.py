@@ -36,6 +36,31 @@ def build_ea(config_class, model_class, tiny: dict, **overrides):
     return model
 
 
+def assert_cached_generation_equals_recomputation(model, input_ids, attention_mask, generation: dict):
+    """`generate()` of 12 new tokens with and without the cache (the same seed before each): the same tokens, and step
+    by step the same logits (1e-5). Returns the cached run's output."""
+    results = []
+    for use_cache in (True, False):
+        torch.manual_seed(123)
+        results.append(
+            model.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=12,
+                min_new_tokens=12,
+                use_cache=use_cache,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **generation,
+            )
+        )
+    cached, recomputed = results
+    assert torch.equal(cached.sequences, recomputed.sequences)
+    for step_cached, step_recomputed in zip(cached.logits, recomputed.logits, strict=True):
+        torch.testing.assert_close(step_cached, step_recomputed, atol=1e-5, rtol=0)
+    return cached
+
+
 class Seq2SeqTesterMixin:
     config_class: type
     model_class: type
@@ -67,28 +92,9 @@ class Seq2SeqTesterMixin:
     )
     def test_cached_generation_equals_recomputation(self, generation):
         """use_cache=True gives the same tokens as use_cache=False, and, step by step, the same logits."""
-        model = self.build()
         input_ids, attention_mask = source_batch()
-        results = []
-        for use_cache in (True, False):
-            torch.manual_seed(123)
-            results.append(
-                model.generate(
-                    input_ids,
-                    attention_mask=attention_mask,
-                    max_new_tokens=12,
-                    min_new_tokens=12,
-                    use_cache=use_cache,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    **generation,
-                )
-            )
-        cached, recomputed = results
+        cached = assert_cached_generation_equals_recomputation(self.build(), input_ids, attention_mask, generation)
         assert cached.sequences.shape[1] == 13
-        assert torch.equal(cached.sequences, recomputed.sequences)
-        for step_cached, step_recomputed in zip(cached.logits, recomputed.logits, strict=True):
-            torch.testing.assert_close(step_cached, step_recomputed, atol=1e-5, rtol=0)
 
     def test_incremental_decoding_equals_the_full_forward(self):
         """Feeding the decoder one token at a time through the cache gives the full forward's logits."""
