@@ -237,8 +237,8 @@ class EAModelTesterMixin:
 
     def test_remote_code_loads_every_head_without_ea_hf(self, tmp_path):
         """A saved folder carries the code and an `auto_map` for every head; each head loads through its Auto class
-        with trust_remote_code in a fresh interpreter that cannot import ea_hf, with the same outputs (to `atol`, not bit
-        for bit: each process times the conv's memory layout for itself, and the two layouts sum in different orders)."""
+        with trust_remote_code in a fresh interpreter that cannot import ea_hf, with the same outputs (to `atol`, not
+        bit for bit: each process times the conv's memory layout for itself, two layouts sum in other orders)."""
         expected = {}
         heads = [ea_class for ea_class, _ in self.heads if ea_class._auto_class]  # transformers has an Auto class
         for ea_class in heads:

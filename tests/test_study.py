@@ -61,6 +61,9 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert comparison == sorted(
         [f"EA {seed} 0.5 0.1 True" for seed in range(3)] + [f"vanilla {seed} None None True" for seed in range(3)]
     )
+    ea_comparison = [i for i, call in enumerate(calls) if call.startswith("EA") and call.endswith("True")]
+    vanilla = [i for i, call in enumerate(calls) if call.startswith("vanilla")]
+    assert max(vanilla) < min(ea_comparison)  # the twin's runs ran beside selection
 
     assert results["variants"]["vanilla"]["test"] == pytest.approx([0.6, 0.61, 0.62])
     assert results["variants"]["EA"]["mean"] == pytest.approx(0.72)

@@ -11,7 +11,8 @@ For each task (see `TASKS`), in two phases:
    seed (`SELECTION_SEED`), scored on the validation split only; the setting with the best validation score is
    chosen (ties: the first in the grid, the model's default);
 2. comparison: every variant (the vanilla twin, EA at its chosen setting, and baselines) trained with seeds 0..n-1
-   and scored on the test split. Only these runs ever read test data.
+   and scored on the test split. Only these runs ever read test data. Those of variants without EA need no
+   selection and run beside it.
 
 The budgets are those of the checkpoints' recipes (`scripts/release/recipes/NAME.json`, less the run settings
 each study run sets itself), changed where a task says so. Each run calls one of the project's training scripts
@@ -113,10 +114,12 @@ class Task:
         ]
 
     def comparison_runs(self, chosen: dict[str, tuple[float, float]]) -> list[Run]:
+        """The comparison runs of the variants without EA, and of the EA variants at their `chosen` setting."""
         return [
             Run(self.name, variant, seed, True, *chosen.get(variant, (None, None)))
             for seed in range(self.seeds)
-            for variant in self.variants
+            for variant, ea in self.variants.items()
+            if not ea or variant in chosen
         ]
 
 
@@ -683,10 +686,12 @@ def main(argv=None) -> dict:
     if not args.report:
         for task in tasks:
             task.prepare(output_dir / task.name, data_dir)
-        records = execute_all([(task, run) for task in tasks for run in task.selection_runs()], output_dir,
-                              data_dir, threads, args.jobs, "selection")  # fmt: skip
+        # the comparison runs without EA need no selection: they run beside it
+        jobs = [(task, run) for task in tasks for run in task.selection_runs() + task.comparison_runs({})]
+        records = execute_all(jobs, output_dir, data_dir, threads, args.jobs, "selection and twins")
         jobs = [(task, run) for task in tasks for run in task.comparison_runs(choose(task, records)[0])]
-        execute_all(jobs, output_dir, data_dir, threads, args.jobs, "comparison")
+        execute_all([job for job in jobs if job[1] not in records], output_dir, data_dir, threads, args.jobs,
+                    "comparison")  # fmt: skip
 
     # the report covers every task with finished runs on disk, not only those of this call; a task of the report
     # whose runs are not on disk (run on another machine or session) keeps its section as it is
