@@ -3,6 +3,7 @@ whose "training" is a tiny script, so that the flow runs in seconds)."""
 
 import json
 import math
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -61,9 +62,6 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert comparison == sorted(
         [f"EA {seed} 0.5 0.1 True" for seed in range(3)] + [f"vanilla {seed} None None True" for seed in range(3)]
     )
-    ea_comparison = [i for i, call in enumerate(calls) if call.startswith("EA") and call.endswith("True")]
-    vanilla = [i for i, call in enumerate(calls) if call.startswith("vanilla")]
-    assert max(vanilla) < min(ea_comparison)  # the twin's runs ran beside selection
 
     assert results["variants"]["vanilla"]["test"] == pytest.approx([0.6, 0.61, 0.62])
     assert results["variants"]["EA"]["mean"] == pytest.approx(0.72)
@@ -74,7 +72,7 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     error = comparison["other_metrics"]["error"]  # another test metric, compared seed by seed too
     assert error["differences"] == pytest.approx([-0.1, -0.11, -0.12]) and error["losses"] == 3
     assert set(results["cpu_seconds"]) == {"selection", "comparison"}
-    record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
+    record = json.loads(next(results_dir.glob("runs/fake/comparison/EA/*/seed_0.json")).read_text())
     assert record["scores"]["test"] == pytest.approx(0.7) and record["cpu_seconds"] >= 0 and record["threads"] == 1
 
     table = (results_dir / "results.md").read_text()
@@ -89,19 +87,27 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert study.main([*argv, "--report"])["tasks"]["fake"]["comparisons"]["EA"]["mean"] == pytest.approx(0.11)
 
 
+def test_the_twins_runs_are_queued_with_selection_and_eas_comparison_runs_after_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "TASKS", {"fake": fake_task(tmp_path, {"vanilla": False, "EA": True})})
+    study.main(["--output_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "report"), "--jobs", "1"])
+    calls = [" ".join(call.split()[:2]) for call in (tmp_path / "runs" / "calls.txt").read_text().splitlines()]
+    selection = [f"EA {study.SELECTION_SEED}"] * len(study.DEFAULT_GRID)
+    assert calls == selection + [f"vanilla {seed}" for seed in range(3)] + [f"EA {seed}" for seed in range(3)]
+
+
 def test_a_run_recorded_with_another_recipe_is_run_again(tmp_path, monkeypatch):
     task = fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)
     monkeypatch.setattr(study, "TASKS", {"fake": task})
-    output = tmp_path / "runs"
-    argv = ["--output_dir", str(output), "--results_dir", str(tmp_path / "report"), "--jobs", "1"]
+    output, report = tmp_path / "runs", tmp_path / "report"
+    argv = ["--output_dir", str(output), "--results_dir", str(report), "--jobs", "1"]
     study.main(argv)
     calls = (output / "calls.txt").read_text().splitlines()
     task.recipe = {"epochs": 2}
-    fresh = ["--results_dir", str(tmp_path / "fresh")]  # the report of the earlier budget is never replaced
-    assert study.main([*argv, *fresh, "--report"])["tasks"] == {}  # runs of the earlier budget are not reported
+    (report / "results.json").unlink()  # the report of the earlier budget is never replaced
+    assert study.main([*argv, "--report"])["tasks"] == {}  # runs of the earlier budget are not reported
     assert study.main(argv)["tasks"]["fake"]["recipe"] == {"epochs": 2}
     assert (output / "calls.txt").read_text().splitlines() == calls * 2  # every run again, once
-    record = json.loads(next(output.glob("fake/comparison/EA/*/seed_0/study_run.json")).read_text())
+    record = json.loads(next(report.glob("runs/fake/comparison/EA/*/seed_0.json")).read_text())
     assert record["recipe"] == {"epochs": 2}
 
 
@@ -109,16 +115,14 @@ def test_a_report_keeps_tasks_run_elsewhere_and_is_never_replaced_by_a_partial_o
     monkeypatch.setattr(study, "TASKS", {"fake": fake_task(tmp_path, {"vanilla": False, "EA": True}, seeds=1)})
     results_dir, runs = tmp_path / "report", tmp_path / "runs"
     study.main(["--output_dir", str(runs), "--results_dir", str(results_dir), "--jobs", "1"])
-    before = {path.name: path.read_bytes() for path in results_dir.iterdir()}
-    # a fresh clone: no runs on disk; the task keeps its section
-    kept = study.main(["--output_dir", str(tmp_path / "none"), "--results_dir", str(results_dir), "--report"])
-    assert (
-        kept["tasks"]["fake"]["comparisons"]["EA"]
-        == json.loads(before["results.json"])["tasks"]["fake"]["comparisons"]["EA"]
-    )
+    before = {path.name: path.read_bytes() for path in results_dir.iterdir() if path.is_file()}
+    # a fresh clone without the runs' output folders: the records make the same report
+    again = study.main(["--output_dir", str(tmp_path / "none"), "--results_dir", str(results_dir), "--report"])
+    assert json.dumps(again) == json.dumps(json.loads(before["results.json"]))
     assert (results_dir / "results.md").read_bytes() == before["results.md"]
-    # runs on disk that lack a comparison the report has: nothing written
-    next(runs.glob("fake/comparison/EA/*/seed_0/study_run.json")).unlink()
+    # recorded runs that lack a comparison the report has: nothing written
+    seed_0 = next(results_dir.glob("runs/fake/comparison/EA/*/seed_0.json"))
+    seed_0.unlink()
     with pytest.raises(SystemExit) as refusal:
         study.main(["--output_dir", str(runs), "--results_dir", str(results_dir), "--report"])
     assert (
@@ -126,6 +130,11 @@ def test_a_report_keeps_tasks_run_elsewhere_and_is_never_replaced_by_a_partial_o
         and "fake (EA)" in str(refusal.value)
         and "scripts.research.study fake" in str(refusal.value)
     )
+    assert (results_dir / "results.md").read_bytes() == before["results.md"]
+    # a task of the report with no records (run before records were kept): its section is kept as it is
+    shutil.rmtree(results_dir / "runs")
+    kept = study.main(["--output_dir", str(runs), "--results_dir", str(results_dir), "--report"])
+    assert kept["tasks"]["fake"] == json.loads(before["results.json"])["tasks"]["fake"]
     assert (results_dir / "results.md").read_bytes() == before["results.md"]
 
 
@@ -148,7 +157,7 @@ def test_an_interrupted_run_starts_over_unless_its_task_resumes_from_a_checkpoin
     for name in ("checkpoint-3/trainer_state.json", "checkpoint-6/optimizer.pt"):  # 6: cut off while being saved
         (out / name).parent.mkdir(parents=True)
         (out / name).write_text("{}")
-    study.execute(task, run, tmp_path / "runs", tmp_path / "data", threads=1)
+    study.execute(task, run, tmp_path / "runs", tmp_path / "records", tmp_path / "data", threads=1)
     assert (out / "checkpoint-3").is_dir() == resumes and (out / "scores.json").is_file()
 
 
@@ -160,8 +169,8 @@ def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
         RuntimeError, match=r"(?s)4 run\(s\) failed.*fake_training\.py failed \(exit 3\); see .*broken.*log\.txt"
     ):
         study.main(argv)
-    assert len(list((tmp_path / "runs").glob("fake/selection/EA/*/seed_100/study_run.json"))) == 4
-    assert not list((tmp_path / "runs").glob("fake/selection/broken/*/seed_100/study_run.json"))
+    assert len(list((tmp_path / "report").glob("runs/fake/selection/EA/*/seed_100.json"))) == 4
+    assert not list((tmp_path / "report").glob("runs/fake/selection/broken/*/seed_100.json"))
 
 
 def test_paired_statistics():

@@ -12,23 +12,24 @@ For each task (see `TASKS`), in two phases:
    chosen (ties: the first in the grid, the model's default);
 2. comparison: every variant (the vanilla twin, EA at its chosen setting, and baselines) trained with seeds 0..n-1
    and scored on the test split. Only these runs ever read test data. Those of variants without EA need no
-   selection and run beside it.
+   selection and run beside it; EA's start as soon as its selection is over.
 
 The budgets are those of the checkpoints' recipes (`scripts/release/recipes/NAME.json`, less the run settings
 each study run sets itself), changed where a task says so. Each run calls one of the project's training scripts
 (`scripts/examples/run_glue.py`, `run_image_classification.py`, `run_translation.py`, `run_uea.py`, or
 `scripts.research.vit_conv_study`) as a subprocess with `OMP_NUM_THREADS` = `--threads`, its output in
 `<run>/log.txt`, and records its metrics, wall time and CPU time (user + system of the subprocess, from
-`wait4`) and the task's recipe in `<run>/study_run.json`; a run with that file is never repeated while the recipe
-stays the same, so the command resumes after an interruption (a long run, as the language model's, from its last
-checkpoint; its times then count the last part only), and a run recorded with an earlier recipe is run again (and
-left out of the report until it is). `--jobs N` runs N at a time. The report (`results.json`, `results.md`,
-`results.png` under `--results_dir`) gives, per task, mean and standard deviation over seeds, each seed's score, and
-the paired comparison of EA with its twin: the mean and standard deviation of the per-seed differences,
-wins/ties/losses and a paired t-test. A report is never replaced by one with less: a task whose runs are not on disk
-(a fresh clone has none) keeps its section of the report under `--results_dir` as it is, and when the finished runs
-of a task lack a comparison that the report has, nothing is written and the command exits with an error naming what
-is missing and the command that produces it.
+`wait4`) and the task's recipe in a record beside the report, `<results_dir>/runs/<task>/.../seed_N.json`, which is
+committed with it; a recorded run is never repeated while the recipe stays the same, so the command resumes after an
+interruption, in another session or on another machine too (a run cut off in the middle, as the language model's,
+from its last checkpoint where its output folder is still there; its times then count the last part only), and a
+run recorded with an earlier recipe is run again (and left out of the report until it is). `--jobs N` runs N at a
+time. The report (`results.json`, `results.md`, `results.png` under `--results_dir`) gives, per task, mean and
+standard deviation over seeds, each seed's score, and the paired comparison of EA with its twin: the mean and
+standard deviation of the per-seed differences, wins/ties/losses and a paired t-test. A report is never replaced by
+one with less: a task whose runs are not recorded (those of the report run before records were kept) keeps its
+section as it is, and when the recorded runs of a task lack a comparison that the report has, nothing is written and
+the command exits with an error naming what is missing and the command that produces it.
 """
 
 import argparse
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,10 @@ class Run:
         setting = f"alpha{self.alpha}_beta{self.beta}" if self.alpha is not None else "no_ea"
         phase = "comparison" if self.test else "selection"
         return output_dir / self.task / phase / self.variant.replace(" ", "_") / setting / f"seed_{self.seed}"
+
+    def record(self, records_dir: Path) -> Path:
+        """The finished run's record under `records_dir`, named as its folder."""
+        return self.folder(records_dir).with_suffix(".json")
 
 
 @dataclass
@@ -381,13 +386,13 @@ def argv(command: list[str]) -> list[str]:
     return [sys.executable, *program, *command[1:]]
 
 
-def execute(task: Task, run: Run, output_dir: Path, data_dir: Path, threads: int) -> dict:
-    """Train and score `run` unless its `study_run.json` exists with the task's current recipe; returns that
-    record. The scripts write into `<run>/run/`, which an interrupted (or outdated) run left behind is removed
+def execute(task: Task, run: Run, output_dir: Path, records_dir: Path, data_dir: Path, threads: int) -> dict:
+    """Train and score `run` unless its record under `records_dir` exists with the task's current recipe; returns
+    that record. The scripts write into `<run>/run/`, which an interrupted (or outdated) run left behind is removed
     first: the run starts over; for a task that `resumes`, a run folder holding a complete checkpoint is kept, and
     the script resumes from it."""
     folder = run.folder(output_dir)
-    record_file = folder / "study_run.json"
+    record_file = run.record(records_dir)
     if record_file.is_file():
         record = json.loads(record_file.read_text())
         if current(task, record):
@@ -419,36 +424,56 @@ def execute(task: Task, run: Run, output_dir: Path, data_dir: Path, threads: int
         "threads": threads,
         "device": device_name(task.uses_gpu),
     }
+    record_file.parent.mkdir(parents=True, exist_ok=True)
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
-def execute_all(
-    jobs: list[tuple[Task, Run]], output_dir: Path, data_dir: Path, threads: int, parallel: int, desc: str
-):
-    """Every (task, run), `parallel` at a time; returns {run: record}. A failed run is reported and the rest go on;
-    raises at the end if any failed."""
-    records, failures = {}, []
-    with ThreadPoolExecutor(max_workers=parallel) as pool, tqdm(total=len(jobs), desc=desc, unit="run") as progress:
-        futures = {pool.submit(execute, task, run, output_dir, data_dir, threads): run for task, run in jobs}
-        for future in as_completed(futures):
-            run = futures[future]
-            try:
-                records[run] = future.result()
-                progress.set_postfix_str(f"{run.task} {run.variant} seed {run.seed}: {records[run]['scores']}")
-            except Exception as error:  # noqa: BLE001 (each failure is reported below, then raised)
-                failures.append(f"{run}: {error}")
-                logger.error(f"{run}: {error}")
-            progress.update()
+def execute_all(tasks: list[Task], output_dir: Path, records_dir: Path, data_dir: Path, threads: int, parallel: int):
+    """Every run of `tasks`, `parallel` at a time: the selection runs and the comparison runs without EA (which need
+    no selection) first, a task's EA comparison runs as soon as its selection is over; returns {run: record}. A
+    failed run is reported and the rest go on; raises at the end if any failed."""
+    records, failures, futures = {}, [], {}
+    selecting = {task.name: set(task.selection_runs()) for task in tasks}
+    with ThreadPoolExecutor(max_workers=parallel) as pool, tqdm(total=0, desc="runs", unit="run") as progress:
+
+        def submit(task: Task, runs: list[Run]) -> None:
+            for run in runs:
+                futures[pool.submit(execute, task, run, output_dir, records_dir, data_dir, threads)] = task, run
+            progress.total += len(runs)
+            progress.refresh()
+
+        def after_selection(task: Task) -> None:
+            twins = task.comparison_runs({})
+            submit(task, [run for run in task.comparison_runs(choose(task, records)[0]) if run not in twins])
+
+        for task in tasks:
+            submit(task, task.selection_runs() + task.comparison_runs({}))
+            if not selecting[task.name]:
+                after_selection(task)
+        while futures:
+            for future in wait(futures, return_when=FIRST_COMPLETED).done:
+                task, run = futures.pop(future)
+                try:
+                    records[run] = future.result()
+                    progress.set_postfix_str(f"{run.task} {run.variant} seed {run.seed}: {records[run]['scores']}")
+                except Exception as error:  # noqa: BLE001 (each failure is reported below, then raised)
+                    failures.append(f"{run}: {error}")
+                    logger.error(f"{run}: {error}")
+                progress.update()
+                if run in selecting[task.name]:
+                    selecting[task.name].remove(run)
+                    if not selecting[task.name]:
+                        after_selection(task)
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed:\n" + "\n".join(failures))
     return records
 
 
-def finished_runs(output_dir: Path) -> dict[Run, dict]:
-    """{run: record} of every finished run under `output_dir` of a task in `TASKS`, with its current recipe."""
+def finished_runs(records_dir: Path) -> dict[Run, dict]:
+    """{run: record} of every run recorded under `records_dir` of a task in `TASKS`, with its current recipe."""
     records = {}
-    for path in sorted(output_dir.glob("*/*/*/*/seed_*/study_run.json")):
+    for path in sorted(records_dir.glob("*/*/*/*/seed_*.json")):
         record = json.loads(path.read_text())
         run = Run(**record["run"])
         if run.task in TASKS and current(TASKS[run.task], record):
@@ -666,12 +691,14 @@ def lost_comparisons(path: Path, results: dict) -> list[str]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"default: all of {', '.join(TASKS)}")
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/study"), help="the runs")
-    parser.add_argument("--results_dir", type=Path, default=Path("benchmarks/study"), help="the report")
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/study"), help="the runs' output folders")
+    parser.add_argument(
+        "--results_dir", type=Path, default=Path("benchmarks/study"), help="the report and the runs' records"
+    )
     parser.add_argument("--data_dir", type=Path, default=prepare_data.DATA_DIR, help="the prepared datasets")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
-    parser.add_argument("--report", action="store_true", help="only write the report, from the finished runs")
+    parser.add_argument("--report", action="store_true", help="only write the report, from the recorded runs")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
@@ -681,21 +708,17 @@ def main(argv=None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     tasks = [TASKS[name] for name in args.tasks or TASKS]
     output_dir, data_dir = args.output_dir.resolve(), args.data_dir.resolve()
+    records_dir = args.results_dir / "runs"
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
 
     if not args.report:
         for task in tasks:
             task.prepare(output_dir / task.name, data_dir)
-        # the comparison runs without EA need no selection: they run beside it
-        jobs = [(task, run) for task in tasks for run in task.selection_runs() + task.comparison_runs({})]
-        records = execute_all(jobs, output_dir, data_dir, threads, args.jobs, "selection and twins")
-        jobs = [(task, run) for task in tasks for run in task.comparison_runs(choose(task, records)[0])]
-        execute_all([job for job in jobs if job[1] not in records], output_dir, data_dir, threads, args.jobs,
-                    "comparison")  # fmt: skip
+        execute_all(tasks, output_dir, records_dir, data_dir, threads, args.jobs)
 
-    # the report covers every task with finished runs on disk, not only those of this call; a task of the report
-    # whose runs are not on disk (run on another machine or session) keeps its section as it is
-    records = finished_runs(output_dir)
+    # the report covers every task with recorded runs, not only those of this call; a task of the report whose runs
+    # are not recorded (those run before records were kept beside the report) keeps its section as it is
+    records = finished_runs(records_dir)
     started = {run.task for run in records}
     report = args.results_dir / "results.json"
     kept = json.loads(report.read_text())["tasks"] if report.exists() else {}
@@ -709,10 +732,10 @@ def main(argv=None) -> dict:
     lost = lost_comparisons(report, results)
     if lost:
         sys.exit(
-            f"{args.results_dir / 'results.json'} has results that the finished runs under {args.output_dir} do not: "
+            f"{args.results_dir / 'results.json'} has results that the runs recorded under {records_dir} do not: "
             f"{', '.join(lost)}. Nothing written. Run `python -m scripts.research.study "
-            f"{' '.join(sorted({entry.split(' ')[0] for entry in lost}))} --output_dir {args.output_dir}` to produce "
-            "them, or write this report elsewhere with --results_dir."
+            f"{' '.join(sorted({entry.split(' ')[0] for entry in lost}))} --results_dir {args.results_dir}` to "
+            "produce them, or write this report elsewhere with --results_dir."
         )
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
