@@ -87,12 +87,12 @@ def test_study_chooses_on_validation_compares_on_test_and_resumes(tmp_path, monk
     assert study.main([*argv, "--report"])["tasks"]["fake"]["comparisons"]["EA"]["mean"] == pytest.approx(0.11)
 
 
-def test_the_twins_runs_are_queued_with_selection_and_eas_comparison_runs_after_it(tmp_path, monkeypatch):
+def test_the_twins_runs_are_queued_first_and_eas_comparison_runs_after_selection(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "TASKS", {"fake": fake_task(tmp_path, {"vanilla": False, "EA": True})})
     study.main(["--output_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "report"), "--jobs", "1"])
     calls = [" ".join(call.split()[:2]) for call in (tmp_path / "runs" / "calls.txt").read_text().splitlines()]
     selection = [f"EA {study.SELECTION_SEED}"] * len(study.DEFAULT_GRID)
-    assert calls == selection + [f"vanilla {seed}" for seed in range(3)] + [f"EA {seed}" for seed in range(3)]
+    assert calls == [f"vanilla {seed}" for seed in range(3)] + selection + [f"EA {seed}" for seed in range(3)]
 
 
 def test_a_run_recorded_with_another_recipe_is_run_again(tmp_path, monkeypatch):

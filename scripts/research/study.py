@@ -12,7 +12,7 @@ For each task (see `TASKS`), in two phases:
    chosen (ties: the first in the grid, the model's default);
 2. comparison: every variant (the vanilla twin, EA at its chosen setting, and baselines) trained with seeds 0..n-1
    and scored on the test split. Only these runs ever read test data. Those of variants without EA need no
-   selection and run beside it; EA's start as soon as its selection is over.
+   selection and run first; EA's start as soon as its selection is over.
 
 The budgets are those of the checkpoints' recipes (`scripts/release/recipes/NAME.json`, less the run settings
 each study run sets itself), changed where a task says so. Each run calls one of the project's training scripts
@@ -268,7 +268,8 @@ def marian_score(run: Run, folder: Path, data_dir: Path) -> dict[str, float]:
 # --- English verses: a small Llama from scratch (run_clm.py) ------------------------------------------------------
 
 # the released checkpoint's recipe at 6x its 600 steps (4 epochs of the verses): at 600 steps the vanilla twin's
-# validation perplexity still fell by 6.8 % over the last fifth of training, far from the plateau the study needs
+# validation perplexity still fell by 6.8 % over the last fifth of training, far from the plateau the study needs;
+# the twins run first and report theirs
 LM_STUDY = {**budget(build_checkpoints.LLAMA), "max_steps": 3600, "eval_steps": 360}
 LM_GRID = ((0.1, 0.1), (0.1, 0.5), (0.5, 0.5))
 
@@ -430,9 +431,10 @@ def execute(task: Task, run: Run, output_dir: Path, records_dir: Path, data_dir:
 
 
 def execute_all(tasks: list[Task], output_dir: Path, records_dir: Path, data_dir: Path, threads: int, parallel: int):
-    """Every run of `tasks`, `parallel` at a time: the selection runs and the comparison runs without EA (which need
-    no selection) first, a task's EA comparison runs as soon as its selection is over; returns {run: record}. A
-    failed run is reported and the rest go on; raises at the end if any failed."""
+    """Every run of `tasks`, `parallel` at a time: first the comparison runs without EA (which need no selection;
+    the twin's tell first whether the budget reaches a plateau) and the selection runs, then a task's EA comparison
+    runs as soon as its selection is over; returns {run: record}. A failed run is reported and the rest go on;
+    raises at the end if any failed."""
     records, failures, futures = {}, [], {}
     selecting = {task.name: set(task.selection_runs()) for task in tasks}
     with ThreadPoolExecutor(max_workers=parallel) as pool, tqdm(total=0, desc="runs", unit="run") as progress:
@@ -448,7 +450,7 @@ def execute_all(tasks: list[Task], output_dir: Path, records_dir: Path, data_dir
             submit(task, [run for run in task.comparison_runs(choose(task, records)[0]) if run not in twins])
 
         for task in tasks:
-            submit(task, task.selection_runs() + task.comparison_runs({}))
+            submit(task, task.comparison_runs({}) + task.selection_runs())
             if not selecting[task.name]:
                 after_selection(task)
         while futures:
