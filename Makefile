@@ -38,7 +38,7 @@ checkpoints: $(INSTALLED)
 	$(PY) -m pip install -q -c constraints.txt -e ".[examples,data]"
 	$(PY) -m scripts.release.build_checkpoints --parallel
 
-# The evidence study (issue 9): EA and its vanilla twin on six tasks, alpha/beta chosen on validation, several seeds;
+# The evidence study (issue 9): EA and its vanilla twin on seven tasks, alpha/beta chosen on validation, several seeds;
 # resumable. Runs under outputs/study/; the report (results.md, results.json, results.png) and each finished run's
 # record (runs/, committed with the report, so that a study goes on in a later session) under benchmarks/study/.
 # `make study STUDY_TASKS=lm_verses` runs only the named tasks (the report keeps the others' sections).

@@ -432,9 +432,9 @@ def execute(task: Task, run: Run, output_dir: Path, records_dir: Path, data_dir:
 
 def execute_all(tasks: list[Task], output_dir: Path, records_dir: Path, data_dir: Path, threads: int, parallel: int):
     """Every run of `tasks`, `parallel` at a time: first the comparison runs without EA (which need no selection;
-    the twin's tell first whether the budget reaches a plateau) and the selection runs, then a task's EA comparison
-    runs as soon as its selection is over; returns {run: record}. A failed run is reported and the rest go on;
-    raises at the end if any failed."""
+    the twin's runs tell first whether the budget reaches a plateau) and the selection runs, then a task's EA
+    comparison runs as soon as its selection is over; returns {run: record}. A failed run is reported and the rest
+    go on; raises at the end if any failed."""
     records, failures, futures = {}, [], {}
     selecting = {task.name: set(task.selection_runs()) for task in tasks}
     with ThreadPoolExecutor(max_workers=parallel) as pool, tqdm(total=0, desc="runs", unit="run") as progress:
