@@ -1,6 +1,7 @@
 """`scripts/examples/run_clm.py` end to end on tiny Llama and Qwen2 models and a tiny English corpus (a byte-level BPE
 trained by `scripts/examples/train_tokenizers.py`): from scratch (EA and vanilla twins from the same weights) and from
-a vanilla checkpoint, perplexities, resuming, nested JSON texts, and the bad-input errors before training."""
+a vanilla checkpoint, perplexities, resuming, keeping the best evaluation's model, nested JSON texts, and the
+bad-input errors before training."""
 
 import json
 import math
@@ -135,3 +136,20 @@ def test_bad_input_is_refused_before_training(corpus, tmp_path):
     with pytest.raises(ValueError, match="--ea_alpha with --model_type vanilla"):
         run(corpus, tmp_path / "d", "--config_name", str(corpus["config"]), "--model_type", "vanilla",
             "--ea_alpha", "0.2")  # fmt: skip
+
+
+def test_the_best_evaluations_model_is_kept_and_scored(corpus, tmp_path):
+    """With `--load_best_model_at_end` (what the LM study runs): the validation perplexity reported is the best one
+    evaluated during training, and the saved model is that checkpoint's."""
+    keep_best = ["--config_name", str(corpus["config"]), "--eval_strategy", "steps", "--eval_steps", "2"]
+    keep_best += ["--save_steps", "2", "--save_total_limit", "1", "--load_best_model_at_end", "true"]
+    diverges = ["--learning_rate", "1.0", "--lr_scheduler_type", "constant"]  # the last evaluation is not the best
+    results = run(corpus, tmp_path / "out", *keep_best, *diverges)
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    losses = [log["eval_loss"] for log in state["log_history"] if "eval_loss" in log]  # at steps 2, 4 and 6
+    assert len(losses) == 3 and losses[-1] > min(losses)
+    assert results["eval_loss"] == pytest.approx(min(losses), rel=1e-5)
+    best = AutoModelForCausalLM.from_pretrained(Path(state["best_model_checkpoint"]))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    kept = saved.state_dict()
+    assert all(torch.equal(tensor, kept[name]) for name, tensor in best.state_dict().items())

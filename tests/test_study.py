@@ -209,3 +209,30 @@ def test_selection_runs_never_read_test_data(name, tmp_path):
         or reads_test_files(tested)
         or (tested[tested.index("--score_test") + 1] == "true")
     )
+
+
+@pytest.mark.parametrize(
+    "perplexities, plateau, last_fifth",
+    [
+        ([40, 30, 28, 27, 27.5, 28.5], 0.0, 28.5 / 27.5 - 1),  # overfits: the best (kept) model came before 80 %
+        ([40, 30, 28, 27, 26, 25.5], 1 - 25.5 / 26, 25.5 / 26 - 1),  # still falling
+    ],
+)
+def test_the_last_fifth_of_training_is_measured_on_the_kept_model_and_on_the_last_evaluation(
+    perplexities, plateau, last_fifth, tmp_path
+):
+    steps = [100 * (i + 1) for i in range(len(perplexities))]  # 80 % of 600 steps: the evaluation at step 500
+    history = [{"step": step, "loss": 9.0} for step in steps]
+    history += [{"step": step, "eval_loss": math.log(ppl)} for step, ppl in zip(steps, perplexities)]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 600, "log_history": history}))
+    assert study.last_fifth(tmp_path) == pytest.approx({"plateau": plateau, "last_fifth": last_fifth})
+
+
+def test_the_lm_study_keeps_the_best_evaluations_model(tmp_path):
+    run = study.Run("lm_verses", "vanilla", 0, True)
+    [command] = study.llama_commands(run, tmp_path / "out", tmp_path / "work", tmp_path / "data")
+
+    def value(flag):
+        return command[command.index(flag) + 1]
+
+    assert value("--load_best_model_at_end") == "True" and value("--save_steps") == value("--eval_steps")
